@@ -1,0 +1,75 @@
+"""The JSON-lines protocol between the Blender extension and ``mvdpp serve``.
+
+One JSON object per line, UTF-8, on the server's stdin (requests) and stdout (events). Nothing
+else is ever written to stdout; logs go to stderr. Every message has a ``type``; requests carry
+an ``id`` chosen by the client, which the events about that request repeat.
+
+Requests (client -> server)::
+
+    {"type": "ping", "id": "1"}
+    {"type": "generate", "id": "2", "images": ["/a.png", ...], "out": "/results/x",
+     "steps": 30, "guidance": 3.0, "seed": 0, "scheduler": "dpm++", "mesh": true,
+     "overwrite": false}                       # every key but images/out is optional
+    {"type": "reconstruct", "id": "3", "views_dir": "/results/x", "out": "/results/x/mesh.glb"}
+    {"type": "cancel", "id": "4"}            # cancels the running job, whatever its id
+    {"type": "shutdown", "id": "5"}
+
+Events (server -> client)::
+
+    {"type": "ready", "protocol": 1, "version": "0.1.0", "device": "cuda", "checkpoint": "..."}
+    {"type": "pong", "id": "1"}
+    {"type": "progress", "id": "2", "stage": "denoise", "step": 3, "total": 30,
+     "elapsed_s": 1.2, "eta_s": 10.8}
+    {"type": "result", "id": "2", "folder": "/results/x"}
+    {"type": "cancelled", "id": "2"}
+    {"type": "error", "id": "2", "code": "bad_input", "message": "...", "hint": "..."}
+    {"type": "bye", "id": "5"}
+
+Standard library only: the Blender extension imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+
+PROTOCOL_VERSION = 1
+
+# request types
+PING, GENERATE, RECONSTRUCT, CANCEL, SHUTDOWN = "ping", "generate", "reconstruct", "cancel", "shutdown"
+REQUEST_TYPES = (PING, GENERATE, RECONSTRUCT, CANCEL, SHUTDOWN)
+# event types
+READY, PONG, PROGRESS, RESULT, CANCELLED, ERROR, BYE = "ready", "pong", "progress", "result", "cancelled", "error", "bye"
+EVENT_TYPES = (READY, PONG, PROGRESS, RESULT, CANCELLED, ERROR, BYE)
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid protocol message."""
+
+
+def encode(message: dict) -> str:
+    """One protocol line (with its newline) for a message."""
+    if "type" not in message:
+        raise ProtocolError("a message needs a 'type'")
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=True) + "\n"
+
+
+def decode(line: str | bytes) -> dict:
+    """Parse one line into a message dict; raises ProtocolError for anything malformed."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("the line is not UTF-8") from exc
+    try:
+        message = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(f"the line is not JSON ({exc.msg})") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError("a message must be a JSON object")
+    if not isinstance(message.get("type"), str):
+        raise ProtocolError("a message needs a string 'type'")
+    return message
+
+
+def error_event(request_id, code: str, message: str, hint: str = "") -> dict:
+    return {"type": ERROR, "id": request_id, "code": code, "message": message, "hint": hint}
