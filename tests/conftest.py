@@ -55,3 +55,17 @@ def run_blender(tmp_path):
         return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=child_env, cwd=tmp_path)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised pipeline of the ``tiny`` preset saved as a diffusers folder.
+
+    It produces noise-like views but exercises every real code path (loading, sampling,
+    decoding, reconstruction, serving, importing) in seconds on the CPU.
+    """
+    from mvdpp.presets import build_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny_checkpoint")
+    build_pipeline("tiny", seed=0).save_pretrained(folder)
+    return folder
