@@ -237,19 +237,24 @@ def frame_object(path: Path, rgb: np.ndarray, alpha: np.ndarray, resolution: int
     box = (centre_x - side / 2, centre_y - side / 2, centre_x + side / 2, centre_y + side / 2)
 
     over_white = rgb.astype(np.float32) * alpha[..., None] + 255.0 * (1.0 - alpha[..., None])
-    rgba = np.concatenate([over_white, alpha[..., None] * 255.0], axis=2)
-    rgba = np.clip(rgba + 0.5, 0, 255).astype(np.uint8)
-    source = Image.fromarray(rgba, "RGBA")
-    # Channels resample independently, which is right here: RGB is already "over white" and
-    # the padding outside the image is white with alpha 0 (fillcolor).
-    framed = source.transform((resolution, resolution), Image.Transform.EXTENT, box,
-                              resample=Image.Resampling.BICUBIC, fillcolor=(255, 255, 255, 0))
-    if side > resolution * 2:
-        # Strong downscaling: average instead of sampling so that fine texture does not alias.
-        side_px = int(math.ceil(side))
-        big = source.transform((side_px, side_px), Image.Transform.EXTENT, box,
-                               resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255, 0))
-        framed = big.resize((resolution, resolution), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    colour = Image.fromarray(np.clip(over_white + 0.5, 0, 255).astype(np.uint8), "RGB")
+    coverage = Image.fromarray(np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    # RGB ("over white") and alpha are resampled as separate images: Pillow would premultiply an
+    # RGBA image, turning the transparent white padding black. Outside the source image the
+    # result is white with alpha 0.
+    side_px = int(math.ceil(side))
+    strong_downscale = side > resolution * 2  # then average instead of sampling, against aliasing
+
+    def resample(image, fill):
+        if strong_downscale:
+            big = image.transform((side_px, side_px), Image.Transform.EXTENT, box,
+                                  resample=Image.Resampling.BILINEAR, fillcolor=fill)
+            return big.resize((resolution, resolution), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        return image.transform((resolution, resolution), Image.Transform.EXTENT, box,
+                               resample=Image.Resampling.BICUBIC, fillcolor=fill)
+
+    framed = resample(colour, (255, 255, 255))
+    framed.putalpha(resample(coverage, 0))
     return framed
 
 
