@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
                         help=f"classifier-free guidance scale (default {defaults.guidance})")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, recorded in meta.json)")
     parser.add_argument("--scheduler", choices=tuple(SCHEDULERS), default=defaults.scheduler,
-                        help=f"sampler (default {defaults.scheduler})")
+                        help="sampler (default: the checkpoint's own)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default: CUDA when available, else the CPU")
     parser.add_argument("--no-mesh", action="store_true", help="skip the mesh reconstruction")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
@@ -72,13 +72,13 @@ class ProgressBar:
 
 
 def run(args) -> int:
-    from ..service.images import check_input_count
+    from ..service.images import check_files
     from ..service.job import GenerateSettings, check_output_folder, load_pipeline, run_generate
 
     settings = GenerateSettings(steps=args.steps, guidance=args.guidance, seed=args.seed, scheduler=args.scheduler,
                                 mesh=not args.no_mesh, overwrite=args.overwrite).validate()
     # cheap checks first: nobody should wait for the model to load to learn of a typo
-    check_input_count(args.images)
+    check_files(args.images)
     check_output_folder(args.out, args.overwrite)
     pipe, checkpoint, device = load_pipeline(args.checkpoint, args.device, args.low_vram)
     bar = ProgressBar(enabled=not args.quiet)

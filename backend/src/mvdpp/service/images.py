@@ -279,6 +279,14 @@ def check_input_count(paths) -> list[Path]:
     return paths
 
 
+def check_files(paths) -> list[Path]:
+    """Check the count and that every file is a readable image, without the masking work."""
+    paths = check_input_count(paths)
+    for path in paths:
+        read_image(path).close()
+    return paths
+
+
 def load_inputs(paths, resolution: int, progress: Callable[[str, int, int], None] | None = None,
                 segmenters: dict[str, Segmenter] | None = None) -> list[NormalisedInput]:
     """Read, mask and frame every input; the first problem raises an MVDPPError naming its file."""

@@ -31,14 +31,9 @@ from . import images as image_inputs
 Progress = Callable[[str, int, int], None]
 ShouldCancel = Callable[[], bool]
 
-#: scheduler name -> diffusers class (all keep the checkpoint's training config: betas, prediction type)
-SCHEDULERS = {
-    "dpm++": "DPMSolverMultistepScheduler",
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
+#: Sampler names of mvdpp.pipelines.make_scheduler (kept here so that `mvdpp --help` needs no torch;
+#: a test checks that the two agree). Every sampler keeps the checkpoint's noise schedule.
+SCHEDULERS = ("dpm++", "ddim", "ddpm", "euler")
 DEVICES = ("auto", "cuda", "cpu")
 MESH_QUALITIES = ("auto", "draft", "standard", "high")
 #: libraries a checkpoint's model_index.json may take its component classes from
@@ -62,7 +57,7 @@ class GenerateSettings:
     steps: int = 30
     guidance: float = 3.0
     seed: int | None = None  # None: a random seed, recorded in meta.json
-    scheduler: str = "dpm++"
+    scheduler: str | None = None  # None: the checkpoint's own sampler
     mesh: bool = True
     overwrite: bool = False
 
@@ -76,7 +71,7 @@ class GenerateSettings:
             raise bad(f"guidance must be a number from 0 to 50, not {self.guidance!r}.", "3.0 is a good default.")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
             raise bad(f"seed must be a non-negative integer or null, not {self.seed!r}.", "Leave it out for a random seed.")
-        if self.scheduler not in SCHEDULERS:
+        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
             raise bad(f"Unknown scheduler {self.scheduler!r}.", f"Choose one of {', '.join(SCHEDULERS)}.")
         for name in ("mesh", "overwrite"):
             if not isinstance(getattr(self, name), bool):
@@ -180,8 +175,11 @@ def load_pipeline(checkpoint: str | os.PathLike | None, device: str = "auto", lo
     folder = resolve_checkpoint(checkpoint)
     check_checkpoint(folder)
     device = resolve_device(device)
+    from diffusers.utils import logging as diffusers_logging
+
     from ..pipelines import MVDiffusionPPPipeline
 
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars: noise in the log
     try:
         pipe = MVDiffusionPPPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True)
     except MVDPPError:
@@ -198,27 +196,24 @@ def load_pipeline(checkpoint: str | os.PathLike | None, device: str = "auto", lo
     return pipe, folder, device
 
 
-def apply_low_vram(pipe, device: str) -> list[str]:
-    """Trade speed for GPU memory with whatever the pipeline supports; returns what was enabled."""
-    enabled = []
-    if hasattr(pipe, "sequential_guidance"):
-        pipe.sequential_guidance = True  # conditional and unconditional passes one after the other
-        enabled.append("sequential guidance")
-    vae = getattr(pipe, "vae", None)
-    if vae is not None and hasattr(vae, "enable_slicing"):
-        vae.enable_slicing()  # decode the views one at a time
-        enabled.append("chunked VAE")
-    elif hasattr(pipe, "vae_batch_size"):
-        pipe.vae_batch_size = 1
-        enabled.append("chunked VAE")
+#: Pipeline call options in low-VRAM mode: conditional and unconditional passes one after the
+#: other instead of as one batch, and the VAE decoding one view at a time.
+LOW_VRAM_CALL_OPTIONS = {"batch_guidance": False, "decode_chunk_size": 1}
+
+
+def apply_low_vram(pipe, device: str) -> None:
+    """Keep each model on the GPU only while it runs (the call options above do the rest)."""
     try:
-        pipe.enable_model_cpu_offload(device=device)  # each model on the GPU only while it runs
-        enabled.append("CPU offload")
+        pipe.enable_model_cpu_offload(device=device)
+        print("mvdpp: low-VRAM mode: CPU offload, sequential guidance, chunked VAE", file=sys.stderr)
     except (ImportError, AttributeError, ValueError, RuntimeError) as exc:
-        print(f"mvdpp: CPU offload unavailable ({exc}); keeping the model on the GPU", file=sys.stderr)
+        print(f"mvdpp: CPU offload unavailable ({exc}); low-VRAM mode uses sequential guidance and a chunked VAE only",
+              file=sys.stderr)
         pipe.to(device)
-    print(f"mvdpp: low-VRAM mode: {', '.join(enabled) or 'nothing the pipeline supports'}", file=sys.stderr)
-    return enabled
+
+
+OUT_OF_MEMORY_HINT = ("Enable low-VRAM mode (--low-vram, or the add-on's Low VRAM option), close other programs "
+                      "using the GPU, or use fewer input images.")
 
 
 @contextlib.contextmanager
@@ -226,6 +221,11 @@ def translate_out_of_memory(what: str):
     """Turn running out of GPU (or host) memory into a clear MVDPPError with advice."""
     try:
         yield
+    except MVDPPError as exc:
+        if exc.code != errors.OUT_OF_MEMORY:
+            raise
+        _free_gpu_memory()
+        raise MVDPPError(errors.OUT_OF_MEMORY, f"The GPU ran out of memory while {what}.", OUT_OF_MEMORY_HINT) from exc
     except MemoryError as exc:
         gc.collect()
         raise MVDPPError(errors.OUT_OF_MEMORY, f"The computer ran out of memory while {what}.",
@@ -234,9 +234,7 @@ def translate_out_of_memory(what: str):
         if "out of memory" not in str(exc).lower():
             raise
         _free_gpu_memory()
-        raise MVDPPError(errors.OUT_OF_MEMORY, f"The GPU ran out of memory while {what}.",
-                         "Enable low-VRAM mode (--low-vram, or the add-on's Low VRAM option), close other programs "
-                         "using the GPU, or use fewer input images.") from exc
+        raise MVDPPError(errors.OUT_OF_MEMORY, f"The GPU ran out of memory while {what}.", OUT_OF_MEMORY_HINT) from exc
 
 
 def _free_gpu_memory() -> None:
@@ -274,14 +272,6 @@ def cancellation_points(pipe, should_cancel: ShouldCancel):
     finally:
         for handle in handles:
             handle.remove()
-
-
-def use_scheduler(pipe, name: str) -> None:
-    import diffusers
-
-    cls = getattr(diffusers, SCHEDULERS[name])
-    if type(pipe.scheduler) is not cls:
-        pipe.scheduler = cls.from_config(pipe.scheduler.config)
 
 
 # ---------------------------------------------------------------------------------- the job
@@ -348,7 +338,7 @@ def run_generate(
     check_cancel()
 
     seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
-    use_scheduler(pipe, settings.scheduler)
+    scheduler = settings.scheduler or pipe.scheduler_name
     denoise_started = time.perf_counter()
     last_step_at = [denoise_started]
 
@@ -364,9 +354,11 @@ def run_generate(
             [item.image for item in inputs],
             num_inference_steps=settings.steps,
             guidance_scale=settings.guidance,
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator().manual_seed(seed),  # CPU noise: the same seed gives the same views on any device
             callback_on_step_end=on_step_end,
             output_type="pil",
+            scheduler=scheduler,
+            **(LOW_VRAM_CALL_OPTIONS if low_vram else {}),
         )
     finished = time.perf_counter()
     timer.seconds["denoise"] = round(last_step_at[0] - denoise_started, 3)
@@ -415,7 +407,7 @@ def run_generate(
                     "format": result.META_FORMAT,
                     "version": result.FORMAT_VERSION,
                     "created": started.isoformat(timespec="seconds"),
-                    "settings": {**asdict(settings), "seed": seed, "device": device, "low_vram": low_vram},
+                    "settings": {**asdict(settings), "seed": seed, "scheduler": scheduler, "device": device, "low_vram": low_vram},
                     "seed": seed,
                     "checkpoint": str(checkpoint) if checkpoint is not None else None,
                     "inputs": [
