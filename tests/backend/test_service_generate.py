@@ -36,9 +36,14 @@ def no_partial_folders(parent: Path) -> bool:
     return not any(p.name.startswith(".partial-") for p in parent.iterdir())
 
 
+# One thread per child: on a shared 2-core machine torch's default thread pool oversubscribes the
+# CPU and runs the tiny model ~20x slower.
+CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mvdpp", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=subprocess_env())
+                          timeout=timeout, env=subprocess_env(**CHILD_ENV))
 
 
 # ------------------------------------------------------------------------------ mvdpp generate
@@ -100,7 +105,7 @@ def test_generate_command_errors_are_one_clear_message(tiny_checkpoint, inputs, 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
     backend = BackendProcess(sys.executable, ["--checkpoint", str(tiny_checkpoint), "--device", "cpu"],
-                             env=subprocess_env())
+                             env=subprocess_env(**CHILD_ENV))
     backend.start()
     try:
         backend.wait_ready(timeout=180)
