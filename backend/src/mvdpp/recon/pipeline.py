@@ -68,12 +68,21 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
     colour_fallback = None
     level = 0.5
     if settings.refine_iterations > 0:
+        from .carve import carve_field, depth_maps
         from .refine import refine
 
         t0 = time.perf_counter()
         refined = refine(views, grid, field, view_weights, settings, progress=report, check_cancel=check_cancel)
-        field, level, colour_fallback = refined.field, refined.level, refined.colour_at
+        colour_fallback = refined.colour_at
         timings["refine_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        report("carve", 0, 1)
+        depths = depth_maps(views, grid, refined.volume, refined.box_lo, refined.box_hi, settings.samples_per_ray,
+                            check_cancel=check_cancel)
+        # inside = positive for marching cubes: negate the carve field (empty > 0)
+        field = -carve_field(views, grid, depths, view_weights, settings.hull_tolerated_votes, check_cancel=check_cancel)
+        level = 0.0
+        timings["carve_s"] = time.perf_counter() - t0
 
     check_cancel()
     t0 = time.perf_counter()

@@ -35,9 +35,9 @@ class ReconSettings:
 
 
 PRESETS: dict[str, ReconSettings] = {
-    "draft": ReconSettings(grid_resolution=96, refine_iterations=300, rays_per_batch=4096, samples_per_ray=96),
-    "standard": ReconSettings(grid_resolution=160, refine_iterations=1500, rays_per_batch=16384, samples_per_ray=192),
-    "high": ReconSettings(grid_resolution=256, refine_iterations=3000, rays_per_batch=32768, samples_per_ray=320),
+    "draft": ReconSettings(grid_resolution=96, refine_iterations=0, rays_per_batch=4096, samples_per_ray=96),
+    "standard": ReconSettings(grid_resolution=160, refine_iterations=0, rays_per_batch=16384, samples_per_ray=192),
+    "high": ReconSettings(grid_resolution=256, refine_iterations=0, rays_per_batch=32768, samples_per_ray=320),
 }
 
 
