@@ -126,6 +126,9 @@ def test_state_is_busy_while_a_job_runs_and_second_job_gets_busy_error(backend, 
     assert backend.state == "busy"  # the first job still runs
     assert backend.wait_for(job, timeout=20)["type"] == "result"
     assert backend.state == "ready"
+    # the job slot is free as soon as the job's last event is out: back-to-back jobs never see "busy"
+    for name in "cdefg":
+        assert backend.generate(["/a.png"], str(tmp_path / name), steps=1, timeout=10)["type"] == "result"
 
 
 def test_cancel_stops_the_job_quickly(backend, tmp_path):

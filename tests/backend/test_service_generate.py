@@ -103,8 +103,28 @@ def test_generate_command_errors_are_one_clear_message(tiny_checkpoint, inputs, 
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint):
-    backend = BackendProcess(sys.executable, ["--checkpoint", str(tiny_checkpoint), "--device", "cpu"],
+def opaque_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint with its VAE decoder's alpha output pushed to 1.
+
+    Random weights give noise masks that no reconstruction can turn into an object; fully
+    opaque views give the reconstruction a well-defined object (the intersection of all view
+    frustums), so the real mesh stage runs end to end.
+    """
+    import torch
+
+    from mvdpp.pipelines import MVDiffusionPPPipeline
+
+    pipe = MVDiffusionPPPipeline.from_pretrained(tiny_checkpoint)
+    with torch.no_grad():
+        pipe.vae.decoder.conv_out.bias[3] = 20.0
+    folder = tmp_path_factory.mktemp("opaque_checkpoint")
+    pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(opaque_checkpoint):
+    backend = BackendProcess(sys.executable, ["--checkpoint", str(opaque_checkpoint), "--device", "cpu"],
                              env=subprocess_env(**CHILD_ENV))
     backend.start()
     try:
@@ -114,9 +134,9 @@ def server(tiny_checkpoint):
         backend.stop(timeout=10)
 
 
-def test_serve_is_ready_with_the_model(server, tiny_checkpoint):
+def test_serve_is_ready_with_the_model(server, opaque_checkpoint):
     assert server.ready_event["device"] == "cpu"
-    assert server.ready_event["checkpoint"] == str(tiny_checkpoint)
+    assert server.ready_event["checkpoint"] == str(opaque_checkpoint)
     assert server.ready_event["resolution"] == 64
     assert server.state == "ready"
 

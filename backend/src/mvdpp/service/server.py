@@ -98,6 +98,7 @@ class Server:
         self._lock = threading.Lock()
         self._job_thread: threading.Thread | None = None
         self._job_id = None
+        self._job_running = False
         self._cancel = threading.Event()
         self.stopping = False
 
@@ -158,18 +159,19 @@ class Server:
     @property
     def busy(self) -> bool:
         with self._lock:
-            return self._job_thread is not None and self._job_thread.is_alive()
+            return self._job_running
 
     def start_job(self, request: dict) -> None:
         request_id = request.get("id")
         with self._lock:
-            if self._job_thread is not None and self._job_thread.is_alive():
+            if self._job_running:
                 self.emit(protocol.error_event(request_id, errors.BUSY,
                                                f"The backend is busy with request {self._job_id!r}; one job runs at a time.",
                                                "Wait for the running job to finish, or cancel it first."))
                 return
             self._cancel.clear()
             self._job_id = request_id
+            self._job_running = True
             self._job_thread = threading.Thread(target=self._run_job, args=(request,), name="mvdpp-job", daemon=True)
             self._job_thread.start()
 
@@ -186,25 +188,28 @@ class Server:
         try:
             # A job that returns has committed its result: a cancel arriving after that is too late.
             fields = handler(request, progress, self._cancel.is_set)
-            self.emit({"type": protocol.RESULT, "id": request_id, **fields, "elapsed_s": round(clock.elapsed(), 3)})
+            final = {"type": protocol.RESULT, "id": request_id, **fields, "elapsed_s": round(clock.elapsed(), 3)}
         except JobCancelled:
-            self.emit({"type": protocol.CANCELLED, "id": request_id})
+            final = {"type": protocol.CANCELLED, "id": request_id}
         except MVDPPError as exc:
-            self.emit(protocol.error_event(request_id, exc.code, exc.message, exc.hint))
+            final = protocol.error_event(request_id, exc.code, exc.message, exc.hint)
         except MemoryError:
-            self.emit(protocol.error_event(request_id, errors.OUT_OF_MEMORY, "The backend ran out of memory.",
-                                           "Close other programs, use fewer input images or steps, or enable low-VRAM mode."))
+            final = protocol.error_event(request_id, errors.OUT_OF_MEMORY, "The backend ran out of memory.",
+                                         "Close other programs, use fewer input images or steps, or enable low-VRAM mode.")
         except Exception as exc:  # noqa: BLE001 - report, keep serving
             log(f"job {request_id!r} failed:\n" + traceback.format_exc())
-            self.emit(protocol.error_event(request_id, errors.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}",
-                                           "This is a bug; the backend log has the details."))
-        finally:
-            with self._lock:
-                self._job_id = None
+            final = protocol.error_event(request_id, errors.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}",
+                                         "This is a bug; the backend log has the details.")
+        # Free the job slot before telling the client: a request sent right after the job's last
+        # event must not be refused as busy.
+        with self._lock:
+            self._job_id = None
+            self._job_running = False
+        self.emit(final)
 
     def cancel(self, request_id) -> None:
         with self._lock:
-            running = self._job_thread is not None and self._job_thread.is_alive()
+            running = self._job_running
         if running:
             self._cancel.set()  # the job answers with a "cancelled" event under its own id
         else:
