@@ -374,6 +374,7 @@ def run_generate(
     if settings.mesh:
         from ..recon import reconstruct
 
+        check_views_show_an_object(views)
         mesh_timings: dict = {}
         with timer("mesh"), translate_out_of_memory("reconstructing the mesh"):
             mesh = reconstruct(
@@ -432,6 +433,20 @@ def run_generate(
             raise MVDPPError(errors.BAD_INPUT, f"Cannot write the result folder {out} ({exc.strerror or exc}).",
                              "Choose a folder you can write to with enough free space.") from exc
     return folder
+
+
+NO_OBJECT = "no_object"
+
+
+def check_views_show_an_object(views) -> None:
+    """A mesh needs an object in the views; say so clearly rather than fail inside the reconstruction."""
+    import numpy as np
+
+    coverage = max(float((np.asarray(view.getchannel("A")) > 127).mean()) for view in views)
+    if coverage < 1e-3:
+        raise MVDPPError(NO_OBJECT, "The generated views show no object, so no mesh can be built.",
+                         "Check that the inputs show one object clearly; try another seed or more steps, "
+                         "or skip the mesh (--no-mesh).")
 
 
 class ModelJobs:
