@@ -198,6 +198,15 @@ def test_killed_server_is_an_error_not_a_hang(backend, tmp_path):
         backend.send({"type": "ping"})
 
 
+def test_terminated_server_cancels_its_job_first(backend, tmp_path):
+    job = backend.send({"type": "generate", "images": ["/a.png"], "out": str(tmp_path / "a"), "steps": 1000, "step_s": 0.01})
+    collect_until(backend, lambda e: e["type"] == "progress")
+    os.kill(backend.pid, signal.SIGTERM)
+    assert backend.wait_for(job, timeout=10)["type"] == "cancelled"  # the job wound down (cleanup ran)
+    exited = collect_until(backend, lambda e: e.get("code") == BACKEND_EXITED)[-1]
+    assert exited["returncode"] == 143 and "terminated" in exited["stderr_tail"]
+
+
 def test_a_server_that_cannot_load_reports_why():
     backend = start_fake(FAKE_LOAD_FAIL="1")
     try:

@@ -14,6 +14,7 @@ This module is standard library only; what a job does is given by ``handlers`` (
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -118,7 +119,7 @@ class Server:
                 return 0
         # stdin closed: the client is gone; stop whatever runs and leave
         log("stdin closed, stopping")
-        self._stop_job()
+        self.stop_job()
         return 0
 
     def handle_line(self, line: bytes) -> None:
@@ -140,7 +141,7 @@ class Server:
             elif kind == protocol.CANCEL:
                 self.cancel(request_id)
             elif kind == protocol.SHUTDOWN:
-                self._stop_job()
+                self.stop_job()
                 self.emit({"type": protocol.BYE, "id": request_id})
                 self.stopping = True
             elif kind in self.handlers:
@@ -215,7 +216,7 @@ class Server:
         else:
             self.emit(protocol.error_event(request_id, NOT_RUNNING, "No job is running; there is nothing to cancel.", ""))
 
-    def _stop_job(self) -> None:
+    def stop_job(self) -> None:
         with self._lock:
             thread = self._job_thread
         if thread is not None and thread.is_alive():
@@ -225,20 +226,39 @@ class Server:
                 log("the running job did not stop in time; leaving anyway")
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: stop the job cleanly (no partial result folder), then exit."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def serve(handlers_factory: Callable[[], tuple[dict[str, JobHandler], dict]], stdin: BinaryIO | None = None) -> int:
     """Run a server on this process's stdin/stdout until shutdown or end of input.
 
     ``handlers_factory`` loads whatever the jobs need (the model) and returns the handlers and
     the extra fields of the ready event. It runs after stdout is taken over, so loading output
     cannot corrupt the protocol; an MVDPPError from it is reported as an error event (id null)
-    and the server exits with status 2.
+    and the server exits with status 2. SIGTERM cancels a running job (its temporary folder is
+    removed) before the process exits with status 143.
     """
     emit = ProtocolWriter(take_over_stdout())
     stdin = stdin if stdin is not None else sys.stdin.buffer
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    server = None
     try:
-        handlers, ready_info = handlers_factory()
-    except MVDPPError as exc:
-        log(f"cannot start: {exc}")
-        emit(protocol.error_event(None, exc.code, exc.message, exc.hint))
-        return 2
-    return Server(handlers, emit, ready_info).run(stdin)
+        try:
+            handlers, ready_info = handlers_factory()
+        except MVDPPError as exc:
+            log(f"cannot start: {exc}")
+            emit(protocol.error_event(None, exc.code, exc.message, exc.hint))
+            return 2
+        server = Server(handlers, emit, ready_info)
+        return server.run(stdin)
+    except Terminated:
+        log("terminated; stopping the running job")
+        if server is not None:
+            server.stop_job()
+        return 128 + signal.SIGTERM
