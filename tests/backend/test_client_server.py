@@ -240,6 +240,16 @@ def test_stop_kills_a_server_that_ignores_shutdown():
     assert backend.state == "stopped" and backend.returncode is not None
 
 
+def test_the_client_needs_only_the_standard_library():
+    # The Blender extension imports it from the bundled wheel: no numpy, no torch there.
+    import subprocess
+
+    code = ("import sys, mvdpp.client; "
+            "heavy = sorted({'numpy', 'torch', 'PIL', 'diffusers', 'bpy'} & set(sys.modules)); print(heavy)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
 def test_missing_interpreter_is_a_clear_error(tmp_path):
     backend = BackendProcess(str(tmp_path / "no-python"))
     with pytest.raises(BackendError) as info:
