@@ -100,6 +100,13 @@ def test_start_returns_at_once_and_poll_never_blocks():
     finally:
         backend.stop()
     assert backend.state == "stopped"
+    assert [e["type"] for e in backend.poll_events()] == ["bye"]  # a requested stop is no error
+    # the same client can start the server again
+    backend.start()
+    try:
+        assert backend.wait_ready(timeout=30)["type"] == "ready" and backend.ping()["type"] == "pong"
+    finally:
+        backend.stop()
 
 
 def test_generate_round_trip_with_progress_and_stray_output(backend, tmp_path):
