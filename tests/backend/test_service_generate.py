@@ -139,6 +139,9 @@ def test_serve_is_ready_with_the_model(server, opaque_checkpoint):
     assert server.ready_event["checkpoint"] == str(opaque_checkpoint)
     assert server.ready_event["resolution"] == 64
     assert server.state == "ready"
+    if sys.platform.startswith("linux"):  # it opens no network port (nor any other socket)
+        fd_dir = Path(f"/proc/{server.pid}/fd")
+        assert not [os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir) if "socket" in os.readlink(fd_dir / fd)]
 
 
 def test_serve_generate_round_trip_with_mesh_and_reconstruct(server, inputs, tmp_path):
