@@ -357,7 +357,7 @@ def run_generate(
             [item.image for item in inputs],
             num_inference_steps=settings.steps,
             guidance_scale=settings.guidance,
-            generator=torch.Generator().manual_seed(seed),  # CPU noise: the same seed gives the same views on any device
+            generator=torch.Generator().manual_seed(seed),  # CPU noise: a seed means the same noise on any device
             callback_on_step_end=on_step_end,
             output_type="pil",
             scheduler=scheduler,
