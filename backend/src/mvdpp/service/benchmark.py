@@ -91,8 +91,10 @@ def measure_cancel(pipe, device, image, folder: Path, low_vram: bool, repeats: i
     return latencies
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+HELP = "generate job: seconds per stage, peak GPU memory, cancel latency"
+
+
+def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", help="random-weight pipeline of this preset (tiny, small, embedded, paper)")
     source.add_argument("--checkpoint", help="a trained pipeline folder")
@@ -100,8 +102,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--low-vram", action="store_true")
     parser.add_argument("--cancel-repeats", type=int, default=3)
-    args = parser.parse_args(argv)
 
+
+def run(args) -> int:
     import torch
 
     from .job import GenerateSettings, run_generate
@@ -129,6 +132,12 @@ def main(argv=None) -> int:
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
