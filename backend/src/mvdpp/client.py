@@ -315,7 +315,7 @@ class BackendProcess:
                     event = self._events.get(timeout=remaining)
                 except queue.Empty:
                     continue
-                if event.get("type") == protocol.ERROR and event.get("id") is None:
+                if event.get("type") == protocol.ERROR and (event.get("id") is None or event.get("code") == BACKEND_EXITED):
                     kept.append(event)
                     raise BackendError(event.get("code", ""), event.get("message", ""), event.get("hint", ""), event)
                 if event.get("type") != protocol.READY:
