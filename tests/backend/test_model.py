@@ -335,3 +335,25 @@ def test_decoded_background_is_white(pipe):
     out = pipe([rgba_image(0)], num_inference_steps=1, view_ids=[0, 1], output_type="np").images
     background = out[..., 3] == 0
     assert np.all(out[..., :3][background] == 255)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(pipe):
+    unet = build_unet("tiny")
+    unet.load_state_dict(pipe.unet.state_dict())
+    with torch.no_grad():
+        unet.view_embedding_scale.fill_(0.5)
+    inputs = unet_inputs(pipe, 1, [0, 1, 2])
+
+    def grads():
+        unet.zero_grad(set_to_none=True)
+        unet(**{**inputs.as_kwargs(), "encoder_hidden_states": inputs.encoder_hidden_states.detach()}).sample.square().mean().backward()
+        return {n: p.grad.clone() for n, p in unet.named_parameters() if p.grad is not None}
+
+    unet.train()
+    plain = grads()
+    unet.enable_gradient_checkpointing()
+    assert unet.body.down_blocks[0].gradient_checkpointing
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4)

@@ -73,3 +73,14 @@ def test_bench_paper_without_cuda_says_so(capsys):
         pytest.skip("this machine has CUDA")
     assert main(["bench", "paper", "--device", "cuda"]) == 2
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_presets_and_bench_modules_import_without_torch():
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    code = "import sys, mvdpp.presets, mvdpp.pipelines.benchmark_paper as b; b.HELP; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr

@@ -32,20 +32,20 @@ PRESETS: dict[str, dict] = {
         "image_encoder": {"image_size": 32, "channels": (16, 32), "tokens_per_side": 2, "embed_dim": 32},
         "scheduler": "dpm++",
     },
-    # For quick training experiments: 128 px, 16x16 latents.
+    # For quick training experiments: 128 px, 16x16 latents, ~4M parameters.
     "small": {
         "resolution": 128,
         "unet": {
             "sample_size": 16,
-            "block_out_channels": (64, 128, 256),
+            "block_out_channels": (32, 64, 128),
             "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
             "layers_per_block": 1,
-            "attention_head_dim": (2, 4, 8),
+            "attention_head_dim": (1, 2, 2),  # heads: 32, 32, 64 channels each
             "cross_attention_dim": 128,
-            "norm_num_groups": 32,
+            "norm_num_groups": 16,
         },
-        "vae": {"block_out_channels": (32, 64, 64, 64), "layers_per_block": 1, "norm_num_groups": 16},
+        "vae": {"block_out_channels": (16, 32, 64, 64), "layers_per_block": 1, "norm_num_groups": 8},
         "image_encoder": {"image_size": 128, "channels": (32, 64, 128), "tokens_per_side": 4, "embed_dim": 128},
         "scheduler": "dpm++",
     },
