@@ -223,6 +223,23 @@ def test_serve_bad_requests_get_errors_and_the_server_keeps_running(server, inpu
     assert server.ping()["type"] == "pong"
 
 
+@pytest.mark.parametrize(
+    "request_fields, code, expected",
+    [
+        ({"views_dir": "{tmp}", "out": "{tmp}/m.glb"}, "bad_input", "cameras.json is missing"),
+        ({"views_dir": "{tmp}", "out": "{tmp}/m.stl"}, "bad_input", "m.stl"),
+        ({"views_dir": "{tmp}", "out": "{tmp}/m.glb", "quality": "ultra"}, "bad_request", "ultra"),
+        ({"out": "{tmp}/m.glb"}, "bad_request", "views_dir"),
+        ({"views_dir": "{tmp}", "out": "{tmp}/m.glb", "detail": 3}, "bad_request", "detail"),
+    ],
+)
+def test_serve_bad_reconstruct_requests(server, tmp_path, request_fields, code, expected):
+    request = {"type": "reconstruct", **{k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in request_fields.items()}}
+    event = server.wait_for(server.send(request), timeout=30)
+    assert event["type"] == "error" and event["code"] == code and expected in event["message"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_serve_bad_input_files_name_the_file(server, inputs, tmp_path, case):
     path, expected = write_bad_file(tmp_path, case)
