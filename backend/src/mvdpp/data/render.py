@@ -42,6 +42,9 @@ MAX_FRAMEBUFFER_SIDE = 8192
 #: Views drawn per pass at most (bounds the framebuffer's memory).
 MAX_VIEWS_PER_PASS = 64
 DEFAULT_GREY = np.array([180, 180, 180, 255], dtype=np.uint8)
+#: The process that made this module's first GL context. A forked child inherits it (and the
+#: GL driver's threads and locks, which can deadlock a new context); a spawned one does not.
+_CONTEXT_PROCESS: int | None = None
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,13 @@ class Renderer:
     def _create_context(self) -> None:
         import moderngl
 
+        global _CONTEXT_PROCESS
+        if _CONTEXT_PROCESS is not None and _CONTEXT_PROCESS != os.getpid():
+            raise MVDPPError(
+                DEVICE,
+                "this process was forked from one that already used OpenGL; a new GL context here can hang",
+                "start DataLoader workers with multiprocessing_context='spawn' (MultiViewStream.loader does)",
+            )
         try:
             ctx = moderngl.create_standalone_context(backend="egl", device_index=self.device_index)
         except Exception as exc:  # noqa: BLE001 - any loader failure means the same to the user
@@ -341,6 +351,7 @@ class Renderer:
                 "install the EGL/OpenGL libraries (libegl1, libgl1, Mesa's llvmpipe or an NVIDIA driver)",
             ) from exc
         self._ctx, self._pid = ctx, os.getpid()
+        _CONTEXT_PROCESS = os.getpid()
         self._samples = min(self.samples, ctx.max_samples) if self.samples else 0
         max_side = min(MAX_FRAMEBUFFER_SIDE, ctx.info["GL_MAX_RENDERBUFFER_SIZE"], ctx.info["GL_MAX_TEXTURE_SIZE"])
         per_side = max(1, max_side // self.size)
