@@ -217,19 +217,27 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray, crease_deg: float = 
     The flag is 1 where an adjacent face's normal is more than ``crease_deg`` from the vertex
     normal. Plain numpy, much faster than trimesh's normals: it runs for every rendered object.
     """
-    v = vertices[faces]  # (F, 3, 3)
-    face_normals = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])  # length = twice the area
-    flat_index = faces.reshape(-1)
-    normals = np.zeros((len(vertices), 4), dtype=np.float64)
+    # per-coordinate contiguous arrays and np.take: ~3x faster than (F, 3, 3) fancy indexing
+    count = len(vertices)
+    x, y, z = (np.ascontiguousarray(vertices[:, k], dtype=np.float64) for k in range(3))
+    i0, i1, i2 = (np.ascontiguousarray(faces[:, k]) for k in range(3))
+    ax, ay, az = (np.take(c, i1) - np.take(c, i0) for c in (x, y, z))
+    bx, by, bz = (np.take(c, i2) - np.take(c, i0) for c in (x, y, z))
+    face = (ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx)  # length = twice the area
+    sums = [sum(np.bincount(i, weights=f, minlength=count) for i in (i0, i1, i2)) for f in face]
+    length = np.sqrt(sums[0] ** 2 + sums[1] ** 2 + sums[2] ** 2)
+    length[length == 0] = 1.0
+    normal = [c / length for c in sums]
+    face_length = np.sqrt(face[0] ** 2 + face[1] ** 2 + face[2] ** 2)
+    face_length[face_length == 0] = 1.0
+    threshold = math.cos(math.radians(crease_deg)) * face_length
+    normals = np.zeros((count, 4), dtype=np.float32)
     for k in range(3):
-        normals[:, k] = np.bincount(flat_index, weights=np.repeat(face_normals[:, k], 3), minlength=len(vertices))
-    length = np.linalg.norm(normals[:, :3], axis=1, keepdims=True)
-    normals[:, :3] /= np.where(length > 0, length, 1.0)
-    face_length = np.linalg.norm(face_normals, axis=1, keepdims=True)
-    unit_faces = face_normals / np.where(face_length > 0, face_length, 1.0)
-    cosines = np.einsum("fcd,fd->fc", normals[faces, :3], unit_faces)
-    normals[faces[cosines < math.cos(math.radians(crease_deg))], 3] = 1.0
-    return normals.astype(np.float32)
+        normals[:, k] = normal[k]
+    for i in (i0, i1, i2):  # corners whose vertex normal strays from the face normal mark a crease
+        cosine_times_length = sum(np.take(normal[k], i) * face[k] for k in range(3))
+        normals[i[cosine_times_length < threshold], 3] = 1.0
+    return normals
 
 
 def _part_arrays(mesh, crease_deg: float) -> MeshArrays:
@@ -254,7 +262,7 @@ def _part_arrays(mesh, crease_deg: float) -> MeshArrays:
         colors = np.broadcast_to(DEFAULT_GREY, (len(vertices), 4))
     return MeshArrays(
         positions=np.ascontiguousarray(vertices),
-        normals=vertex_normals(vertices.astype(np.float64), faces, crease_deg),
+        normals=vertex_normals(vertices, faces, crease_deg),
         colors=np.ascontiguousarray(colors, dtype=np.uint8),
         uvs=uvs,
         texture=texture,
