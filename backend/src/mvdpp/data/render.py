@@ -310,7 +310,9 @@ class Renderer:
     """Renders batches of views of one mesh. Reuse one instance: it keeps its GL context.
 
     ``samples``: multisampling per pixel (anti-aliased edges and fractional alpha); 0 disables.
-    ``device_index``: the EGL device (default: env MVDPP_EGL_DEVICE, else 0).
+    ``device_index``: the EGL device. Default: env MVDPP_EGL_DEVICE; else env LOCAL_RANK (one GPU
+    per training process, as torchrun / accelerate number them) falling back to device 0 when
+    there is no such device (e.g. Mesa's single software device); else 0.
     """
 
     def __init__(self, size: int = 256, samples: int = 4, crease_deg: float = 35.0, device_index: int | None = None):
@@ -319,7 +321,7 @@ class Renderer:
         self.size = size
         self.samples = samples
         self.crease_deg = crease_deg
-        self.device_index = int(os.environ.get("MVDPP_EGL_DEVICE", 0)) if device_index is None else device_index
+        self.device_index = device_index
         self._ctx = None
         self._pid = None
 
@@ -350,14 +352,19 @@ class Renderer:
                 "this process was forked from one that already used OpenGL; a new GL context here can hang",
                 "start DataLoader workers with multiprocessing_context='spawn' (MultiViewStream.loader does)",
             )
-        try:
-            ctx = moderngl.create_standalone_context(backend="egl", device_index=self.device_index)
-        except Exception as exc:  # noqa: BLE001 - any loader failure means the same to the user
+        ctx, failure = None, None
+        for device in _device_candidates(self.device_index):
+            try:
+                ctx = moderngl.create_standalone_context(backend="egl", device_index=device)
+                break
+            except Exception as exc:  # noqa: BLE001 - any loader failure means the same to the user
+                failure = exc
+        if ctx is None:
             raise MVDPPError(
                 DEVICE,
-                f"cannot create a headless OpenGL (EGL) context: {exc}",
+                f"cannot create a headless OpenGL (EGL) context: {failure}",
                 "install the EGL/OpenGL libraries (libegl1, libgl1, Mesa's llvmpipe or an NVIDIA driver)",
-            ) from exc
+            ) from failure
         self._ctx, self._pid = ctx, os.getpid()
         _CONTEXT_PROCESS = os.getpid()
         self._samples = min(self.samples, ctx.max_samples) if self.samples else 0
@@ -512,6 +519,16 @@ class Renderer:
         if self._ctx is not None and self._pid == os.getpid():
             self._ctx.release()
         self._ctx = None
+
+
+def _device_candidates(device_index: int | None) -> list[int]:
+    """EGL devices to try, in order (see Renderer's doc)."""
+    if device_index is not None:
+        return [int(device_index)]
+    if os.environ.get("MVDPP_EGL_DEVICE"):
+        return [int(os.environ["MVDPP_EGL_DEVICE"])]
+    local_rank = int(os.environ.get("LOCAL_RANK", 0) or 0)
+    return [local_rank, 0] if local_rank else [0]
 
 
 def _unit(vector) -> np.ndarray:
