@@ -117,3 +117,13 @@ def test_forked_child_of_a_gl_process_gets_a_clear_error_not_a_hang(renderer):
     assert child.exitcode == 0
     message = queue.get(timeout=5)
     assert message.startswith("error:") and "forked" in message
+
+
+def test_more_views_than_one_pass_holds():
+    small = Renderer(16)
+    mesh = coloured(trimesh.creation.icosphere(subdivisions=2, radius=0.4), (90, 90, 200, 255))
+    cameras = rig_cameras() * 3  # 96 views: more than MAX_VIEWS_PER_PASS
+    images = small.render(mesh, cameras)
+    small.release()
+    assert images.shape == (96, 16, 16, 4)
+    assert np.array_equal(images[:32], images[32:64]) and np.array_equal(images[:32], images[64:])

@@ -3,7 +3,8 @@
 ``Renderer(size).render(mesh, cameras)`` returns ``uint8 (N, H, W, 4)``: RGB composited over
 white, alpha = coverage (anti-aliased by multisampling), in the project's camera conventions
 (mvdpp.rig). All views of one call are drawn in ONE instanced draw call per mesh part into one
-large framebuffer, one tile per view, and read back at once:
+tall framebuffer, one tile per view stacked vertically, and read back at once straight into
+the output array (the tiles' memory layout already is (N, H, W, 4)):
 
 * each instance is one view: its own MVP matrix and tile; the vertex shader squeezes the view's
   clip space into its tile and ``gl_ClipDistance`` clips triangles at the tile's edges, so a
@@ -22,8 +23,9 @@ are (no per-corner copies: preparing an object costs a few milliseconds of CPU).
 smooth vertex normals except across creases sharper than ``crease_deg``, where the fragment
 shader gives triangles touching such a crease their own flat normal.
 
-One renderer owns one GL context, created lazily in the process that first renders (a
-DataLoader worker forked after the parent made one gets its own).
+One renderer owns one GL context, created lazily in the process that first renders. A
+process forked from one that already used OpenGL gets a clear error instead of a context (the
+inherited driver state can deadlock): spawn worker processes instead.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from ..errors import DEVICE, BAD_INPUT, MVDPPError
 from ..rig import Camera, opengl_projection
 
 #: Largest framebuffer side the renderer asks for (views beyond it are drawn in further passes).
-MAX_FRAMEBUFFER_SIDE = 8192
+MAX_FRAMEBUFFER_SIDE = 32768
+#: Largest image side.
+MAX_SIZE = 4096
 #: Views drawn per pass at most (bounds the framebuffer's memory).
 MAX_VIEWS_PER_PASS = 64
 DEFAULT_GREY = np.array([180, 180, 180, 255], dtype=np.uint8)
@@ -302,8 +306,9 @@ def _view_instances(cameras: list[Camera], columns: int) -> np.ndarray:
 
 
 def _grid(count: int) -> tuple[int, int]:
-    columns = math.ceil(math.sqrt(count))
-    return columns, math.ceil(count / columns)
+    # one column of tiles: the framebuffer's memory is then exactly (views, H, W, channels) and
+    # reads straight into the output array, no reshuffling copy
+    return 1, count
 
 
 class Renderer:
@@ -316,8 +321,8 @@ class Renderer:
     """
 
     def __init__(self, size: int = 256, samples: int = 4, crease_deg: float = 35.0, device_index: int | None = None):
-        if not isinstance(size, int) or size < 8 or size > MAX_FRAMEBUFFER_SIDE:
-            raise MVDPPError(BAD_INPUT, f"render size {size!r} is out of range", f"use an integer between 8 and {MAX_FRAMEBUFFER_SIDE}")
+        if not isinstance(size, int) or size < 8 or size > MAX_SIZE:
+            raise MVDPPError(BAD_INPUT, f"render size {size!r} is out of range", f"use an integer between 8 and {MAX_SIZE}")
         self.size = size
         self.samples = samples
         self.crease_deg = crease_deg
@@ -369,8 +374,7 @@ class Renderer:
         _CONTEXT_PROCESS = os.getpid()
         self._samples = min(self.samples, ctx.max_samples) if self.samples else 0
         max_side = min(MAX_FRAMEBUFFER_SIDE, ctx.info["GL_MAX_RENDERBUFFER_SIZE"], ctx.info["GL_MAX_TEXTURE_SIZE"])
-        per_side = max(1, max_side // self.size)
-        self._views_per_pass = min(MAX_VIEWS_PER_PASS, per_side * per_side)
+        self._views_per_pass = max(1, min(MAX_VIEWS_PER_PASS, max_side // self.size))
         self._color_program = ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_COLOR_FRAGMENT_SHADER)
         self._geometry_program = ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_GEOMETRY_FRAGMENT_SHADER)
         self._instances = ctx.buffer(reserve=self._views_per_pass * 21 * 4)
@@ -452,11 +456,6 @@ class Renderer:
             self._instances.write(_view_instances(chunk, columns).tobytes())
             yield start, chunk, columns, rows
 
-    def _tiles(self, data: bytes, columns: int, rows: int, count: int, channels: int, dtype) -> np.ndarray:
-        s = self.size
-        grid = np.frombuffer(data, dtype=dtype).reshape(rows, s, columns, s, channels)
-        return grid.transpose(0, 2, 1, 3, 4).reshape(rows * columns, s, s, channels)[:count]
-
     # -- public -----------------------------------------------------------------------------
     def render(self, mesh, cameras: list[Camera], lighting: Lighting | None = None) -> np.ndarray:
         """RGBA views ``uint8 (N, size, size, 4)``: colour over white, alpha = coverage."""
@@ -484,8 +483,7 @@ class Renderer:
                     vao.render(vertices=vertices, instances=len(chunk))
                 if multisampled is not None:
                     ctx.copy_framebuffer(resolved, multisampled)
-                data = resolved.read(components=4, alignment=1)
-                out[start : start + len(chunk)] = self._tiles(data, columns, rows, len(chunk), 4, np.uint8)
+                resolved.read_into(out[start : start + len(chunk)], components=4, alignment=1)
             return out
         finally:
             self._release(uploaded)
@@ -508,8 +506,7 @@ class Renderer:
                 program["u_grid"].value = (columns, rows)
                 for vao, _, _, vertices in uploaded:
                     vao.render(vertices=vertices, instances=len(chunk))
-                data = target.read(components=4, alignment=1, dtype="f4")
-                out[start : start + len(chunk)] = self._tiles(data, columns, rows, len(chunk), 4, np.float32)
+                target.read_into(out[start : start + len(chunk)], components=4, alignment=1, dtype="f4")
             return out[..., 3].copy(), out[..., :3].copy()
         finally:
             self._release(uploaded)
