@@ -370,6 +370,12 @@ class Renderer:
             ) from failure
         self._ctx, self._pid = ctx, os.getpid()
         _CONTEXT_PROCESS = os.getpid()
+        with ctx:
+            self._set_up(ctx)
+
+    def _set_up(self, ctx) -> None:
+        import moderngl
+
         self._samples = min(self.samples, ctx.max_samples) if self.samples else 0
         max_side = min(MAX_FRAMEBUFFER_SIDE, ctx.info["GL_MAX_RENDERBUFFER_SIZE"], ctx.info["GL_MAX_TEXTURE_SIZE"])
         self._views_per_pass = max(1, min(MAX_VIEWS_PER_PASS, max_side // self.size))
@@ -465,6 +471,10 @@ class Renderer:
     # -- public -----------------------------------------------------------------------------
     def render(self, mesh, cameras: list[Camera], lighting: Lighting | None = None) -> np.ndarray:
         """RGBA views ``uint8 (N, size, size, 4)``: colour over white, alpha = coverage."""
+        with self.ctx:  # make this renderer's context current: a process may hold several
+            return self._render_color(mesh, cameras, lighting)
+
+    def _render_color(self, mesh, cameras, lighting) -> np.ndarray:
         parts = mesh if isinstance(mesh, list) and mesh and isinstance(mesh[0], MeshArrays) else mesh_parts(mesh, self.crease_deg)
         lighting = lighting or Lighting()
         ctx, program = self.ctx, self._color_program
@@ -501,8 +511,12 @@ class Renderer:
         depth is the distance along each camera's viewing axis (as mvdpp.rig.project_points),
         0 where no surface is seen; normals are unit world-frame normals facing the camera.
         """
+        with self.ctx:
+            return self._render_geometry(mesh, cameras)
+
+    def _render_geometry(self, mesh, cameras) -> tuple[np.ndarray, np.ndarray]:
         parts = mesh if isinstance(mesh, list) and mesh and isinstance(mesh[0], MeshArrays) else mesh_parts(mesh, self.crease_deg)
-        program = self.ctx and self._geometry_program
+        program = self._geometry_program
         uploaded = self._upload(parts, program)
         try:
             out = np.empty((len(cameras), self.size, self.size, 4), dtype=np.float32)
