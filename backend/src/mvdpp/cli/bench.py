@@ -17,6 +17,7 @@ TARGETS = {
     "train": "mvdpp.training.benchmark_train",
     "sample": "mvdpp.training.benchmark_sample",
     "paper": "mvdpp.pipelines.benchmark_paper",
+    "service": "mvdpp.service.benchmark",
 }
 
 
