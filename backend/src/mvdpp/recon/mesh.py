@@ -1,0 +1,44 @@
+"""From a scalar field on the grid to a clean triangle mesh in world coordinates."""
+
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+
+from ..errors import BAD_INPUT, MVDPPError
+from .grid import Grid
+
+#: Connected pieces smaller than this share of the faces are floaters, not parts of the object.
+MIN_COMPONENT_SHARE = 0.005
+
+
+def extract_mesh(field: np.ndarray, grid: Grid, level: float, smoothing_iterations: int = 8) -> trimesh.Trimesh:
+    """Marching cubes of ``field`` (R, R, R, indexed [x, y, z]) at ``level``; inside = above level."""
+    import mcubes
+
+    field = np.asarray(field, dtype=np.float64)
+    # Pad with "outside" so surfaces touching the box are closed (watertight meshes).
+    outside = min(float(field.min()), level) - 1.0
+    padded = np.pad(field, 1, mode="constant", constant_values=outside)
+    vertices, faces = mcubes.marching_cubes(padded, level)
+    if len(faces) == 0:
+        raise MVDPPError(BAD_INPUT, "the reconstruction found no object in the views",
+                         "check that the views' alpha channels mark the object (alpha = mask)")
+    vertices = grid.to_world(vertices - 1.0)
+    # PyMCubes winds triangles so that normals point towards increasing values (inside here).
+    mesh = trimesh.Trimesh(vertices=vertices, faces=faces[:, ::-1], process=True)
+    mesh = drop_floaters(mesh)
+    if smoothing_iterations > 0:
+        trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=-0.53, iterations=smoothing_iterations)
+    if mesh.volume < 0:  # guard the winding convention whatever the library version does
+        mesh.invert()
+    return mesh
+
+
+def drop_floaters(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    parts = mesh.split(only_watertight=False)
+    if len(parts) <= 1:
+        return mesh
+    total = sum(len(p.faces) for p in parts)
+    keep = [p for p in parts if len(p.faces) >= MIN_COMPONENT_SHARE * total]
+    return trimesh.util.concatenate(keep) if len(keep) > 1 else keep[0]

@@ -1,0 +1,97 @@
+"""reconstruct(): 32 RGBA views -> a vertex-coloured mesh in the rig's world frame.
+
+Stages: voting visual hull -> (refinement of a density + colour grid by volume rendering
+against the views) -> marching cubes -> vertex colours from the views with a depth test.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import trimesh
+
+from ..errors import DEVICE, JobCancelled, MVDPPError
+from .colour import vertex_colours
+from .grid import Grid
+from .hull import hull_field, silhouette_agreement
+from .mesh import extract_mesh
+from .settings import resolve_quality
+from .views import as_view_set
+
+#: A view whose mask agrees with the consensus hull this much worse than the median view is
+#: treated as corrupted: it votes in the hull no longer and its mask term is switched off.
+OUTLIER_IOU_DROP = 0.15
+
+
+def resolve_device(device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise MVDPPError(DEVICE, f"unknown device {device!r}", "use auto, cpu or cuda") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise MVDPPError(DEVICE, "CUDA was requested but no CUDA GPU is available",
+                         "use --device auto or cpu (the CPU uses a coarser grid)")
+    return resolved
+
+
+def reconstruct(images, cameras, quality="auto", device="auto", progress=None, should_cancel=None,
+                timings: dict | None = None, **overrides) -> trimesh.Trimesh:
+    """See docs/architecture.md. ``overrides`` replace single fields of the quality preset
+    (e.g. grid_resolution=48 in tests); ``timings`` (a dict) receives seconds per stage."""
+    device = resolve_device(device)
+    settings = resolve_quality(quality, device.type).with_overrides(**overrides)
+    timings = {} if timings is None else timings
+    report = progress if progress is not None else (lambda stage, step, total: None)
+
+    def check_cancel() -> None:
+        if should_cancel is not None and should_cancel():
+            raise JobCancelled("The reconstruction was cancelled.")
+
+    start = time.perf_counter()
+    views = as_view_set(images, cameras, device)
+    grid = Grid(settings.grid_resolution, settings.box_half_size)
+
+    report("hull", 0, 1)
+    field = hull_field(views, grid, settings.hull_tolerated_votes, check_cancel=check_cancel)
+    view_weights = _mask_trust(views, grid, field)
+    if bool((view_weights == 0).any()):
+        # Recompute without the corrupted views: the vote tolerance is then free for the others.
+        field = hull_field(views, grid, settings.hull_tolerated_votes, view_weights=view_weights, check_cancel=check_cancel)
+    report("hull", 1, 1)
+    timings["hull_s"] = time.perf_counter() - start
+
+    colour_fallback = None
+    level = 0.5
+    if settings.refine_iterations > 0:
+        from .refine import refine
+
+        t0 = time.perf_counter()
+        refined = refine(views, grid, field, view_weights, settings, progress=report, check_cancel=check_cancel)
+        field, level, colour_fallback = refined.field, refined.level, refined.colour_at
+        timings["refine_s"] = time.perf_counter() - t0
+
+    check_cancel()
+    t0 = time.perf_counter()
+    report("mesh", 0, 1)
+    mesh = extract_mesh(field.float().cpu().numpy(), grid, level, settings.smoothing_iterations)
+    timings["mesh_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    report("colour", 0, 1)
+    mesh.visual.vertex_colors = vertex_colours(mesh, views, grid.spacing, fallback=colour_fallback, check_cancel=check_cancel)
+    report("colour", 1, 1)
+    timings["colour_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - start
+    return mesh
+
+
+def _mask_trust(views, grid: Grid, field: torch.Tensor) -> torch.Tensor:
+    """1 for views whose mask agrees with the consensus hull, 0 for outliers (corrupted masks)."""
+    agreement = silhouette_agreement(views, grid, field >= 0.5)
+    median = agreement.median()
+    return (agreement >= median - OUTLIER_IOU_DROP).float()

@@ -1,0 +1,53 @@
+"""Quality presets of the reconstruction (torch-free, so the CLI can list them cheaply).
+
+One preset fixes every size that trades time for fidelity. "auto" picks "standard" on a GPU and
+"draft" on the CPU, which keeps one 256 px, 32-view object within ~2 minutes on a 2-core CPU and
+~30 s on an H100 (figures in BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+QUALITIES = ("draft", "standard", "high")
+
+
+@dataclass(frozen=True)
+class ReconSettings:
+    #: Voxels per side of the grid that spans the object box.
+    grid_resolution: int
+    #: Optimisation steps of the volume-rendering refinement (0 = visual hull only).
+    refine_iterations: int
+    #: Rays per refinement step.
+    rays_per_batch: int
+    #: Samples along each ray inside the hull's bounding box.
+    samples_per_ray: int
+    #: A voxel is carved by the visual hull only when more than this many views see it as
+    #: background: one corrupted mask must not punch a hole through the object.
+    hull_tolerated_votes: int = 1
+    #: Taubin smoothing passes on the extracted mesh (removes the voxel staircase).
+    smoothing_iterations: int = 8
+    #: Half side of the cube the grid spans (objects live in [-0.5, 0.5]^3, see mvdpp.rig).
+    box_half_size: float = 0.53
+
+    def with_overrides(self, **overrides) -> "ReconSettings":
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+PRESETS: dict[str, ReconSettings] = {
+    "draft": ReconSettings(grid_resolution=96, refine_iterations=300, rays_per_batch=4096, samples_per_ray=96),
+    "standard": ReconSettings(grid_resolution=160, refine_iterations=1500, rays_per_batch=16384, samples_per_ray=192),
+    "high": ReconSettings(grid_resolution=256, refine_iterations=3000, rays_per_batch=32768, samples_per_ray=320),
+}
+
+
+def resolve_quality(quality: str, device_type: str) -> ReconSettings:
+    """Settings for a quality name; "auto" depends on the device type ("cuda" or "cpu")."""
+    from ..errors import BAD_INPUT, MVDPPError
+
+    if quality == "auto":
+        quality = "standard" if device_type == "cuda" else "draft"
+    if quality not in PRESETS:
+        raise MVDPPError(BAD_INPUT, f"unknown reconstruction quality {quality!r}",
+                         f"use one of: auto, {', '.join(QUALITIES)}")
+    return PRESETS[quality]

@@ -1,0 +1,493 @@
+"""The generate job shared by ``mvdpp generate`` and ``mvdpp serve``.
+
+reference images -> normalised inputs -> 32 views (the pipeline) -> mesh (the reconstruction)
+-> a result folder written through ``mvdpp.result.ResultWriter`` (complete or not at all).
+
+Loading is safe by construction: safetensors weights only, local files only, and the
+checkpoint's model_index.json may name only classes from diffusers, transformers or mvdpp (it is
+never allowed to pull in other code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gc
+import json
+import os
+import platform
+import secrets
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+from .. import __version__, errors, result
+from ..errors import JobCancelled, MVDPPError
+from ..paths import default_checkpoint
+from . import images as image_inputs
+
+Progress = Callable[[str, int, int], None]
+ShouldCancel = Callable[[], bool]
+
+#: Sampler names of mvdpp.pipelines.make_scheduler (kept here so that `mvdpp --help` needs no torch;
+#: a test checks that the two agree). Every sampler keeps the checkpoint's noise schedule.
+SCHEDULERS = ("dpm++", "ddim", "ddpm", "euler")
+DEVICES = ("auto", "cuda", "cpu")
+MESH_QUALITIES = ("auto", "draft", "standard", "high")
+#: libraries a checkpoint's model_index.json may take its component classes from
+ALLOWED_LIBRARIES = ("diffusers", "transformers", "mvdpp")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _no_op_progress(stage: str, step: int, total: int) -> None:
+    pass
+
+
+def _never() -> bool:
+    return False
+
+
+# ---------------------------------------------------------------------------------- settings
+
+
+@dataclass
+class GenerateSettings:
+    steps: int = 30
+    guidance: float = 3.0
+    seed: int | None = None  # None: a random seed, recorded in meta.json
+    scheduler: str | None = None  # None: the checkpoint's own sampler
+    mesh: bool = True
+    overwrite: bool = False
+
+    def validate(self) -> "GenerateSettings":
+        def bad(message: str, hint: str) -> MVDPPError:
+            return MVDPPError(errors.BAD_REQUEST, message, hint)
+
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
+            raise bad(f"steps must be an integer from 1 to 1000, not {self.steps!r}.", "30 is a good default.")
+        if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not 0 <= self.guidance <= 50:
+            raise bad(f"guidance must be a number from 0 to 50, not {self.guidance!r}.", "3.0 is a good default.")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
+            raise bad(f"seed must be a non-negative integer or null, not {self.seed!r}.", "Leave it out for a random seed.")
+        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
+            raise bad(f"Unknown scheduler {self.scheduler!r}.", f"Choose one of {', '.join(SCHEDULERS)}.")
+        for name in ("mesh", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(f"{name} must be true or false.", "")
+        self.guidance = float(self.guidance)
+        return self
+
+
+@dataclass
+class GenerateRequest:
+    images: list[Path]
+    out: Path
+    settings: GenerateSettings
+
+
+def _bad_request(message: str, hint: str = "") -> MVDPPError:
+    return MVDPPError(errors.BAD_REQUEST, message, hint)
+
+
+def parse_generate_request(request: dict) -> GenerateRequest:
+    """A protocol ``generate`` request -> validated paths and settings (MVDPPError otherwise)."""
+    setting_names = {f.name for f in fields(GenerateSettings)}
+    unknown = set(request) - {"type", "id", "images", "out"} - setting_names
+    if unknown:
+        raise _bad_request(f"Unknown generate setting(s): {', '.join(sorted(unknown))}.",
+                           f"Known settings: images, out, {', '.join(sorted(setting_names))}.")
+    images = request.get("images")
+    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
+        raise _bad_request("'images' must be a list of image paths.", "")
+    image_inputs.check_input_count(images)
+    out = request.get("out")
+    if not isinstance(out, str) or not out:
+        raise _bad_request("'out' must be the path of the result folder to create.", "")
+    settings = GenerateSettings(**{k: request[k] for k in setting_names if k in request}).validate()
+    return GenerateRequest([Path(p) for p in images], Path(out), settings)
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
+    if checkpoint is None:
+        folder = default_checkpoint()
+        if folder is None:
+            raise MVDPPError(errors.CHECKPOINT, "No embedded model is in this build of MVD++.",
+                             "Pass --checkpoint FOLDER with a trained pipeline folder (made by `mvdpp train`).")
+        return folder
+    return Path(checkpoint).expanduser().absolute()
+
+
+def check_checkpoint(folder: Path) -> None:
+    """Refuse anything but a local diffusers folder of safetensors weights and known classes."""
+    def bad(message: str, hint: str = "Pass the folder `mvdpp train` wrote (it holds model_index.json).") -> MVDPPError:
+        return MVDPPError(errors.CHECKPOINT, message, hint)
+
+    if not folder.exists():
+        raise bad(f"The checkpoint {folder} does not exist.")
+    if not folder.is_dir():
+        raise bad(f"The checkpoint {folder} is not a folder.")
+    index_path = folder / "model_index.json"
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise bad(f"{folder} is not a pipeline folder (model_index.json is missing).") from None
+    except (OSError, ValueError) as exc:
+        raise bad(f"{index_path} cannot be read ({exc}).") from exc
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
+            continue
+        library = str(value[0])
+        if library.split(".")[0] not in ALLOWED_LIBRARIES:
+            raise bad(f"{index_path} asks to load component {name!r} from {library!r}, which MVD++ does not trust.",
+                      "Only checkpoints made of diffusers, transformers and mvdpp classes are loaded.")
+    weights = [p for p in folder.rglob("*") if p.is_file()]
+    pickles = [p for p in weights if p.suffix in PICKLE_SUFFIXES]
+    if pickles:
+        raise bad(f"The checkpoint {folder} contains pickled weights ({pickles[0].name}); only safetensors are loaded.",
+                  "Convert the weights to .safetensors (save_pretrained(..., safe_serialization=True)).")
+    if not any(p.suffix == ".safetensors" for p in weights):
+        raise bad(f"The checkpoint {folder} holds no .safetensors weights.")
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested not in DEVICES:
+        raise MVDPPError(errors.DEVICE, f"Unknown device {requested!r}.", f"Use one of {', '.join(DEVICES)}.")
+    if requested == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise MVDPPError(errors.DEVICE, "CUDA was requested but PyTorch sees no CUDA GPU.",
+                         "Install a CUDA build of PyTorch and a current NVIDIA driver, or use --device cpu (much slower).")
+    print("mvdpp: warning: no CUDA GPU found; running on the CPU, which is much slower", file=sys.stderr)
+    return "cpu"
+
+
+def load_pipeline(checkpoint: str | os.PathLike | None, device: str = "auto", low_vram: bool = False):
+    """Load the pipeline safely onto a device. Returns (pipeline, checkpoint folder, device)."""
+    folder = resolve_checkpoint(checkpoint)
+    check_checkpoint(folder)
+    device = resolve_device(device)
+    from diffusers.utils import logging as diffusers_logging
+
+    from ..pipelines import MVDiffusionPPPipeline
+
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars: noise in the log
+    try:
+        pipe = MVDiffusionPPPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True)
+    except MVDPPError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise MVDPPError(errors.CHECKPOINT, f"The checkpoint {folder} cannot be loaded ({type(exc).__name__}: {exc})".strip(),
+                         "Check that it is a complete pipeline folder from `mvdpp train` of this MVD++ version.") from exc
+    pipe.set_progress_bar_config(disable=True)  # the job reports progress itself
+    with translate_out_of_memory("loading the model"):
+        if low_vram and device == "cuda":
+            apply_low_vram(pipe, device)
+        else:
+            pipe.to(device)
+    return pipe, folder, device
+
+
+#: Pipeline call options in low-VRAM mode: conditional and unconditional passes one after the
+#: other instead of as one batch, and the VAE decoding one view at a time.
+LOW_VRAM_CALL_OPTIONS = {"batch_guidance": False, "decode_chunk_size": 1}
+
+
+def apply_low_vram(pipe, device: str) -> None:
+    """Keep each model on the GPU only while it runs (the call options above do the rest)."""
+    try:
+        pipe.enable_model_cpu_offload(device=device)
+        print("mvdpp: low-VRAM mode: CPU offload, sequential guidance, chunked VAE", file=sys.stderr)
+    except (ImportError, AttributeError, ValueError, RuntimeError) as exc:
+        print(f"mvdpp: CPU offload unavailable ({exc}); low-VRAM mode uses sequential guidance and a chunked VAE only",
+              file=sys.stderr)
+        pipe.to(device)
+
+
+OUT_OF_MEMORY_HINT = ("Enable low-VRAM mode (--low-vram, or the add-on's Low VRAM option), close other programs "
+                      "using the GPU, or use fewer input images.")
+
+
+@contextlib.contextmanager
+def translate_out_of_memory(what: str):
+    """Turn running out of GPU (or host) memory into a clear MVDPPError with advice."""
+    try:
+        yield
+    except MVDPPError as exc:
+        if exc.code != errors.OUT_OF_MEMORY:
+            raise
+        _free_gpu_memory()
+        raise MVDPPError(errors.OUT_OF_MEMORY, f"The GPU ran out of memory while {what}.", OUT_OF_MEMORY_HINT) from exc
+    except MemoryError as exc:
+        gc.collect()
+        raise MVDPPError(errors.OUT_OF_MEMORY, f"The computer ran out of memory while {what}.",
+                         "Close other programs, or use fewer input images.") from exc
+    except RuntimeError as exc:
+        if "out of memory" not in str(exc).lower():
+            raise
+        _free_gpu_memory()
+        raise MVDPPError(errors.OUT_OF_MEMORY, f"The GPU ran out of memory while {what}.", OUT_OF_MEMORY_HINT) from exc
+
+
+def _free_gpu_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort after a failure
+        pass
+
+
+@contextlib.contextmanager
+def cancellation_points(pipe, should_cancel: ShouldCancel):
+    """Check for cancellation before every block of every model, not just between steps.
+
+    A denoising step of the paper-size model takes about a second or two; checking inside
+    it keeps cancel well under 2 s.
+    """
+    import torch
+
+    def check(module, args):
+        if should_cancel():
+            raise JobCancelled()
+
+    handles = []
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            for module in component.modules():
+                if module is not component and len(list(module.children())) > 0:
+                    handles.append(module.register_forward_pre_hook(check))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# ---------------------------------------------------------------------------------- the job
+
+
+class StageTimer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 3)
+
+
+def check_output_folder(out: Path, overwrite: bool) -> Path:
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not overwrite:
+        raise MVDPPError(errors.OUTPUT_EXISTS, f"The output folder {out} already exists.",
+                         "Choose another folder, or allow overwriting (--overwrite).")
+    if out.exists() and not out.is_dir():
+        raise MVDPPError(errors.OUTPUT_EXISTS, f"{out} exists and is not a folder.", "Choose another output folder.")
+    return out
+
+
+def versions() -> dict:
+    found = {"mvdpp": __version__, "python": platform.python_version()}
+    for module_name in ("torch", "diffusers", "transformers", "numpy", "PIL", "trimesh"):
+        module = sys.modules.get(module_name)
+        if module is not None:
+            found["pillow" if module_name == "PIL" else module_name] = getattr(module, "__version__", "unknown")
+    return found
+
+
+def run_generate(
+    pipe,
+    image_paths,
+    out,
+    settings: GenerateSettings,
+    device: str = "cpu",
+    checkpoint: str | os.PathLike | None = None,
+    progress: Progress = _no_op_progress,
+    should_cancel: ShouldCancel = _never,
+    low_vram: bool = False,
+) -> Path:
+    """Run one generate job with a loaded pipeline; returns the result folder."""
+    import numpy as np
+    import torch
+
+    def check_cancel() -> None:
+        if should_cancel():
+            raise JobCancelled()
+
+    settings.validate()
+    out = check_output_folder(out, settings.overwrite)
+    timer = StageTimer()
+    started = datetime.datetime.now(datetime.timezone.utc)
+
+    with timer("load_inputs"):
+        inputs = image_inputs.load_inputs(image_paths, pipe.resolution, progress)
+    check_cancel()
+
+    seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
+    scheduler = settings.scheduler or pipe.scheduler_name
+    denoise_started = time.perf_counter()
+    last_step_at = [denoise_started]
+
+    def on_step_end(pipeline, step, timestep, callback_kwargs):
+        last_step_at[0] = time.perf_counter()
+        total = getattr(pipeline, "num_timesteps", None) or settings.steps
+        progress("denoise", step + 1, total)
+        check_cancel()
+        return callback_kwargs
+
+    with cancellation_points(pipe, should_cancel), translate_out_of_memory("generating the views"), torch.inference_mode():
+        output = pipe(
+            [item.image for item in inputs],
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance,
+            generator=torch.Generator().manual_seed(seed),  # CPU noise: the same seed gives the same views on any device
+            callback_on_step_end=on_step_end,
+            output_type="pil",
+            scheduler=scheduler,
+            **(LOW_VRAM_CALL_OPTIONS if low_vram else {}),
+        )
+    finished = time.perf_counter()
+    timer.seconds["denoise"] = round(last_step_at[0] - denoise_started, 3)
+    timer.seconds["decode"] = round(finished - last_step_at[0], 3)  # the pipeline decodes after the last step
+    progress("decode", 1, 1)
+    check_cancel()
+    views, cameras = list(output.images), list(output.cameras)
+
+    mesh = None
+    if settings.mesh:
+        from ..recon import reconstruct
+
+        mesh_timings: dict = {}
+        with timer("mesh"), translate_out_of_memory("reconstructing the mesh"):
+            mesh = reconstruct(
+                [np.asarray(view.convert("RGBA")) for view in views], cameras, quality="auto", device=device,
+                progress=lambda stage, step, total: progress(f"mesh:{stage}", step, total),
+                should_cancel=should_cancel, timings=mesh_timings,
+            )
+        for stage, seconds in mesh_timings.items():
+            timer.seconds[f"mesh:{stage.removesuffix('_s')}"] = round(float(seconds), 3)
+        check_cancel()
+
+    with timer("write"):
+        try:
+            writer = result.ResultWriter(out, overwrite=settings.overwrite)
+        except FileExistsError as exc:
+            raise MVDPPError(errors.OUTPUT_EXISTS, f"The output folder {out} already exists.",
+                             "Choose another folder, or allow overwriting (--overwrite).") from exc
+        try:
+            with writer:
+                total = len(views) + len(inputs) + 2
+                for number, (view, camera) in enumerate(zip(views, cameras), start=1):
+                    view.convert("RGBA").save(writer.path(result.view_filename(camera.index)))
+                    progress("write", number, total)
+                    check_cancel()
+                for index, item in enumerate(inputs):
+                    item.image.save(writer.path(result.input_filename(index)))
+                writer.write_json(result.CAMERAS_FILE, result.cameras_document(cameras, views[0].size))
+                if mesh is not None:
+                    from ..recon.export import save_mesh
+
+                    save_mesh(mesh, writer.path(result.MESH_FILE))
+                progress("write", total - 1, total)
+                meta = {
+                    "format": result.META_FORMAT,
+                    "version": result.FORMAT_VERSION,
+                    "created": started.isoformat(timespec="seconds"),
+                    "settings": {**asdict(settings), "seed": seed, "scheduler": scheduler, "device": device, "low_vram": low_vram},
+                    "seed": seed,
+                    "checkpoint": str(checkpoint) if checkpoint is not None else None,
+                    "inputs": [
+                        {"source": str(item.source.absolute()), "file": result.input_filename(index), "mask": item.mask_method}
+                        for index, item in enumerate(inputs)
+                    ],
+                    "versions": versions(),
+                    "timings": dict(timer.seconds),
+                }
+                if device == "cuda":
+                    meta["gpu"] = torch.cuda.get_device_name()
+                writer.write_json(result.META_FILE, meta)
+                check_cancel()
+                folder = writer.commit()
+                progress("write", total, total)
+        except OSError as exc:
+            raise MVDPPError(errors.BAD_INPUT, f"Cannot write the result folder {out} ({exc.strerror or exc}).",
+                             "Choose a folder you can write to with enough free space.") from exc
+    return folder
+
+
+class ModelJobs:
+    """The model, loaded once, and the job handlers the server dispatches to."""
+
+    def __init__(self, pipe, checkpoint: Path, device: str, low_vram: bool):
+        self.pipe = pipe
+        self.checkpoint = checkpoint
+        self.device = device
+        self.low_vram = low_vram
+
+    @classmethod
+    def load(cls, checkpoint=None, device: str = "auto", low_vram: bool = False) -> "ModelJobs":
+        pipe, folder, device = load_pipeline(checkpoint, device, low_vram)
+        return cls(pipe, folder, device, low_vram)
+
+    def ready_info(self) -> dict:
+        return {"device": self.device, "checkpoint": str(self.checkpoint), "low_vram": self.low_vram,
+                "resolution": int(self.pipe.resolution)}
+
+    def handlers(self) -> dict:
+        return {"generate": self.generate, "reconstruct": self.reconstruct}
+
+    def generate(self, request: dict, progress: Progress, should_cancel: ShouldCancel) -> dict:
+        parsed = parse_generate_request(request)
+        folder = run_generate(self.pipe, parsed.images, parsed.out, parsed.settings, device=self.device,
+                              checkpoint=self.checkpoint, progress=progress, should_cancel=should_cancel,
+                              low_vram=self.low_vram)
+        return {"folder": str(folder)}
+
+    def reconstruct(self, request: dict, progress: Progress, should_cancel: ShouldCancel) -> dict:
+        unknown = set(request) - {"type", "id", "views_dir", "out", "quality", "overwrite"}
+        if unknown:
+            raise _bad_request(f"Unknown reconstruct setting(s): {', '.join(sorted(unknown))}.",
+                               "Known settings: views_dir, out, quality, overwrite.")
+        views_dir, out = request.get("views_dir"), request.get("out")
+        if not isinstance(views_dir, str) or not isinstance(out, str) or not views_dir or not out:
+            raise _bad_request("'views_dir' (a result folder) and 'out' (a mesh file) are required.", "")
+        quality = request.get("quality", "auto")
+        if quality not in MESH_QUALITIES:
+            raise _bad_request(f"Unknown quality {quality!r}.", f"Choose one of {', '.join(MESH_QUALITIES)}.")
+        overwrite = request.get("overwrite", False)
+        if not isinstance(overwrite, bool):
+            raise _bad_request("overwrite must be true or false.", "")
+        path = reconstruct_mesh_file(Path(views_dir), Path(out), quality, self.device, overwrite, progress, should_cancel)
+        return {"mesh": str(path)}
+
+
+def reconstruct_mesh_file(views_dir: Path, out: Path, quality: str = "auto", device: str = "cpu", overwrite: bool = False,
+                          progress: Progress = _no_op_progress, should_cancel: ShouldCancel = _never) -> Path:
+    """Mesh a result folder's views into ``out`` (.glb/.obj/.ply, written atomically)."""
+    from ..recon import reconstruct_folder
+
+    out = out.expanduser().absolute()
+    if out.exists() and not overwrite:
+        raise MVDPPError(errors.OUTPUT_EXISTS, f"{out} already exists.", "Choose another file, or allow overwriting.")
+    try:
+        with translate_out_of_memory("reconstructing the mesh"):
+            reconstruct_folder(views_dir, out, quality=quality, device=device,
+                               progress=lambda stage, step, total: progress(f"mesh:{stage}", step, total),
+                               should_cancel=should_cancel)
+    except OSError as exc:
+        raise MVDPPError(errors.BAD_INPUT, f"Cannot write {out} ({exc.strerror or exc}).", "Choose a writable location.") from exc
+    return out
