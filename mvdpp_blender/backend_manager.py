@@ -31,6 +31,8 @@ INSTALL_HINT = (
 )
 #: How long a cancelled job may take to acknowledge before its process is stopped outright.
 CANCEL_GRACE_S = 15.0
+#: How long after the backend process died its exit event may take to arrive.
+EXIT_EVENT_GRACE_S = 3.0
 
 
 class BackendUnavailable(Exception):
@@ -255,8 +257,11 @@ installer = Installer()
 class GenerateJob:
     """One generate request and what the backend said about it so far."""
 
-    def __init__(self, request: dict, settings: dict | None = None):
+    def __init__(self, request: dict, settings: dict | None = None, reconstruct_request: dict | None = None):
         self.request = dict(request)
+        #: a follow-up "reconstruct" request (mesh at a chosen detail) sent when the views are done
+        self.reconstruct_request = dict(reconstruct_request) if reconstruct_request else None
+        self.reconstruct_id: str | None = None
         self.settings = dict(settings or {})
         self.request_id: str | None = None
         self.started_at = time.monotonic()
@@ -300,6 +305,7 @@ class BackendSession:
         self.job: GenerateJob | None = None
         self.last_error = ""
         self.last_hint = ""
+        self._dead_since: float | None = None
 
     # state for the UI: NOT_INSTALLED, STOPPED, STARTING, READY, BUSY
     def state(self, prefs=None) -> str:
@@ -314,8 +320,12 @@ class BackendSession:
         return "STOPPED"
 
     def state_label(self, prefs=None) -> str:
-        return {"NOT_INSTALLED": "Not installed", "STOPPED": "Stopped (starts on Generate)", "STARTING": "Starting...",
-                "READY": "Ready", "BUSY": "Busy"}[self.state(prefs)]
+        state = self.state(prefs)
+        label = {"NOT_INSTALLED": "Not installed", "STOPPED": "Stopped (starts on Generate)", "STARTING": "Starting...",
+                 "READY": "Ready", "BUSY": "Busy"}[state]
+        if state in ("READY", "BUSY") and self.ready_info.get("device"):
+            label += f" ({self.ready_info['device']})"
+        return label
 
     def _alive(self) -> bool:
         state = getattr(self.process, "state", None)
@@ -329,23 +339,24 @@ class BackendSession:
             return
         self.stop()
         try:
-            from mvdpp.client import BackendProcess
+            from mvdpp.client import BackendError, BackendProcess
         except ImportError as exc:
             raise BackendUnavailable(f"The extension's bundled mvdpp package has no client ({exc})",
                                      hint="Reinstall the extension from its release zip") from exc
-        process = BackendProcess(python, serve_args=list(config[1]))
+        process = BackendProcess(python, serve_args=list(config[1]), env=_backend_environment())
         try:
             process.start()
-        except OSError as exc:
+        except (BackendError, OSError) as exc:
             raise BackendUnavailable(f"The backend interpreter {python} cannot be started: {exc}") from exc
         self.process, self.config, self.ready, self.ready_info = process, config, False, {}
+        self._dead_since = None
 
-    def submit(self, prefs, request: dict, settings: dict | None = None) -> GenerateJob:
+    def submit(self, prefs, request: dict, settings: dict | None = None, reconstruct_request: dict | None = None) -> GenerateJob:
         """Start a generate job (one at a time); the request is sent as soon as the backend is ready."""
         if self.job is not None and not self.job.finished:
             raise BackendUnavailable("A generation is already running", hint="Wait for it or cancel it", code="busy")
         self.ensure_started(prefs)
-        job = GenerateJob(request, settings)
+        job = GenerateJob(request, settings, reconstruct_request)
         self.job = job
         self.last_error = self.last_hint = ""
         if self.ready:
@@ -381,8 +392,18 @@ class BackendSession:
         """Handle every event the backend has sent since the last call; never blocks."""
         if self.process is None:
             return
-        for event in self.process.poll_events():
+        process = self.process
+        for event in process.poll_events():
             self._handle(event)
+        if self.process is process and not process.is_running():
+            # The client reports a dead server with a backend_exited event; should that event never
+            # come (a reader thread that failed), say so ourselves instead of waiting forever.
+            if self._dead_since is None:
+                self._dead_since = time.monotonic()
+            elif time.monotonic() - self._dead_since > EXIT_EVENT_GRACE_S:
+                self._handle({"type": "error", "code": "backend_exited",
+                              "message": f"The MVD++ backend exited (exit code {process._proc.poll() if process._proc else '?'}). "
+                                         f"{_last_line(process.stderr_tail())}".strip()})
         job = self.job
         if job is not None and not job.finished and job.cancel_requested_at is not None:
             if time.monotonic() - job.cancel_requested_at > CANCEL_GRACE_S:
@@ -392,16 +413,24 @@ class BackendSession:
         kind = event.get("type")
         job = self.job
         if kind == "ready":
-            self.ready, self.ready_info = True, event
+            self.ready, self.ready_info = True, dict(event)
             if job is not None and not job.finished and job.request_id is None:
                 self._send_job(job)
             return
         if kind == "error" and event.get("code") == "backend_exited":
-            self.ready = False
             message = event.get("message") or "The backend stopped unexpectedly"
             hint = event.get("hint") or INSTALL_HINT
+            if not self.ready:
+                # it died before it could load: the interpreter lacks mvdpp/torch or is no Python at all
+                message = "The backend could not start: " + message
+                hint = INSTALL_HINT
+            self.ready = False
             self.last_error, self.last_hint = message, hint
-            self.process, self.config = None, None
+            dead, self.process, self.config = self.process, None, None
+            try:
+                dead.stop(timeout=1.0)  # closes its pipes and joins its reader threads
+            except Exception as exc:  # it is gone either way
+                print(f"MVD++: cleaning up the exited backend: {exc}", file=sys.stderr)
             if job is not None and not job.finished:
                 job._finish("error", "backend_exited", message, hint)
             return
@@ -416,13 +445,33 @@ class BackendSession:
             eta = event.get("eta_s")
             job.eta_s = float(eta) if isinstance(eta, (int, float)) else None
         elif kind == "result":
-            job.folder = event.get("folder")
+            if job.folder is None:
+                job.folder = event.get("folder")
+            if job.reconstruct_request is not None and job.request_id != job.reconstruct_id:
+                # the views are written; now the mesh at the detail the user chose
+                request = dict(job.reconstruct_request, views_dir=job.folder, out=os.path.join(job.folder, "mesh.glb"))
+                job.reconstruct_id = job.request_id = self.process.send(request)
+                job.stage, job.step, job.total, job.eta_s = "mesh", 0, 0, None
+                return
             job._finish("result")
         elif kind == "cancelled":
             job._finish("cancelled")
         elif kind == "error":
             job._finish("error", event.get("code", ""), event.get("message", "The backend reported an error"), event.get("hint", ""))
             self.last_error, self.last_hint = job.error_message, job.error_hint
+
+
+def _backend_environment() -> dict:
+    """The backend's environment: Blender's own Python paths must not leak into its interpreter."""
+    env = dict(os.environ)
+    env.pop("PYTHONHOME", None)
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return f"Last log line: {lines[-1][:300]}" if lines else ""
 
 
 def format_seconds(seconds: float) -> str:

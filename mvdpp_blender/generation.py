@@ -5,7 +5,6 @@ Shared by the Generate operator (modal) and the scripting API (blocking) so both
 
 from __future__ import annotations
 
-import random
 import re
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from .preferences import get_preferences
 
 MAX_REFERENCE_IMAGES = 10
 SETTING_KEYS = ("steps", "guidance", "seed", "scheduler", "mesh_detail", "import_views", "import_mesh")
-DEFAULT_SETTINGS = {"steps": 30, "guidance": 3.0, "seed": 0, "scheduler": "dpm++", "mesh_detail": "auto",
+DEFAULT_SETTINGS = {"steps": 30, "guidance": 3.0, "seed": None, "scheduler": "auto", "mesh_detail": "auto",
                     "import_views": True, "import_mesh": True}
 
 
@@ -37,7 +36,7 @@ def scene_settings(scene) -> dict:
     props = scene.mvdpp
     settings = {key: getattr(props, key) for key in SETTING_KEYS}
     if props.random_seed:
-        settings["seed"] = random.randint(0, 2**31 - 1)
+        settings["seed"] = None  # the backend draws it; the imported result records it
     return settings
 
 
@@ -89,18 +88,25 @@ def new_result_folder(prefs, first_image: str) -> Path:
     return folder
 
 
-def build_request(paths: list[str], out: Path, settings: dict) -> dict:
-    """The protocol's generate request (mvdpp.protocol) for these inputs and settings."""
-    return {
+def build_requests(paths: list[str], out: Path, settings: dict) -> tuple[dict, dict | None]:
+    """The protocol's generate request (mvdpp.protocol), plus a reconstruct request when the mesh
+    is wanted at a detail other than automatic (generate always reconstructs at "auto")."""
+    request = {
         "images": list(paths),
         "out": str(out),
         "steps": int(settings["steps"]),
         "guidance": float(settings["guidance"]),
-        "seed": int(settings["seed"]),
-        "scheduler": str(settings["scheduler"]),
         "mesh": bool(settings["import_mesh"]),
-        "mesh_quality": str(settings["mesh_detail"]),
     }
+    if settings.get("seed") is not None:  # None: the backend draws one and records it in meta.json
+        request["seed"] = int(settings["seed"])
+    if settings.get("scheduler") not in (None, "auto"):  # "auto": the checkpoint's own sampler
+        request["scheduler"] = str(settings["scheduler"])
+    reconstruct = None
+    if settings["import_mesh"] and settings.get("mesh_detail", "auto") != "auto":
+        request["mesh"] = False
+        reconstruct = {"type": "reconstruct", "quality": str(settings["mesh_detail"])}
+    return request, reconstruct
 
 
 def start(paths: list[str], settings: dict, prefs=None) -> backend_manager.GenerateJob:
@@ -112,9 +118,10 @@ def start(paths: list[str], settings: dict, prefs=None) -> backend_manager.Gener
         raise GenerationError(f"Unknown setting(s): {', '.join(sorted(unknown))}", f"Use {', '.join(SETTING_KEYS)}")
     full.update(settings)
     out = new_result_folder(prefs, paths[0])
-    request = build_request(paths, out, full)
+    request, reconstruct = build_requests(paths, out, full)
     try:
-        return backend_manager.session.submit(prefs, request, settings=dict(full, images=list(paths)))
+        return backend_manager.session.submit(prefs, request, settings=dict(full, images=list(paths)),
+                                              reconstruct_request=reconstruct)
     except backend_manager.BackendUnavailable as exc:
         raise GenerationError(exc.message, exc.hint, exc.code) from exc
 
@@ -122,8 +129,8 @@ def start(paths: list[str], settings: dict, prefs=None) -> backend_manager.Gener
 def import_job_result(context, job: backend_manager.GenerateJob):
     """Import a finished job's folder; returns the collection."""
     settings = job.settings
-    extra = {"seed": settings.get("seed"), "source_images": settings.get("images", [])}
-    extra.update({k: settings[k] for k in ("steps", "guidance", "scheduler", "mesh_detail") if k in settings})
+    # meta.json (written by the backend) holds the seed actually used and the full settings
+    extra = {"source_images": settings.get("images", []), "mesh_detail": settings.get("mesh_detail", "auto")}
     try:
         return importer.import_result(
             context, job.folder, import_views=settings.get("import_views", True),

@@ -14,9 +14,11 @@ from bpy.props import (
 )
 
 SCHEDULERS = [
+    ("auto", "Checkpoint Default", "The sampler the checkpoint was trained and tuned with"),
     ("dpm++", "DPM++", "DPM-Solver++ multistep: good views in few steps"),
     ("ddim", "DDIM", "Deterministic DDIM sampling"),
     ("euler", "Euler", "Euler discrete sampling"),
+    ("ddpm", "DDPM", "Ancestral DDPM sampling: needs many steps"),
 ]
 MESH_DETAILS = [
     ("auto", "Automatic", "Standard on a GPU, Draft on the CPU"),
@@ -39,7 +41,7 @@ class MVDPP_SceneSettings(bpy.types.PropertyGroup):
                             default=3.0, min=1.0, max=20.0, step=10, precision=1)
     seed: IntProperty(name="Seed", description="Same seed and settings give the same result", default=0, min=0)
     random_seed: BoolProperty(name="Random Seed", description="Pick a new seed for every generation", default=False)
-    scheduler: EnumProperty(name="Scheduler", items=SCHEDULERS, default="dpm++")
+    scheduler: EnumProperty(name="Scheduler", items=SCHEDULERS, default="auto")
     mesh_detail: EnumProperty(name="Mesh Detail", items=MESH_DETAILS, default="auto")
     import_views: BoolProperty(name="Import Views", description="Add the 32 cameras with their generated views", default=True)
     import_mesh: BoolProperty(name="Import Mesh", description="Reconstruct and add the coloured mesh", default=True)

@@ -91,9 +91,10 @@ def _store_properties(owner, result, extra: dict | None) -> None:
         _set_simple(owner, key, value)
     if "seed" in meta:
         _set_simple(owner, "seed", meta["seed"])
-    sources = meta.get("inputs") or meta.get("source_images") or settings.get("images")
+    # meta.json's inputs: [{"source": path, "file": "inputs/input_00.png", ...}, ...]
+    sources = [entry.get("source", "") if isinstance(entry, dict) else str(entry) for entry in meta.get("inputs") or []]
     if sources:
-        owner[PROPERTY_PREFIX + "source_images"] = [str(s) for s in sources]
+        owner[PROPERTY_PREFIX + "source_images"] = sources
     if meta:
         # the whole record stays available verbatim, whatever keys the backend adds later
         owner[PROPERTY_PREFIX + "meta"] = json.dumps(meta, sort_keys=True)

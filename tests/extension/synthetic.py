@@ -53,7 +53,7 @@ def write_result(folder: Path, size: int = 64, mesh: bool = True, seed: int = 7)
             result_format.META_FILE,
             {"format": result_format.META_FORMAT, "version": 1, "seed": seed,
              "settings": {"steps": 12, "guidance": 3.0, "scheduler": "dpm++"},
-             "inputs": ["/somewhere/reference.png"]},
+             "inputs": [{"source": "/somewhere/reference.png", "file": "inputs/input_00.png", "mask": "alpha"}]},
         )
         writer.commit()
     return folder

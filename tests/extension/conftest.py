@@ -1,0 +1,6 @@
+"""tests/extension: the helpers beside these tests (synthetic result folders) are importable."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,0 +1,122 @@
+"""Generate end to end from inside Blender against the real backend subprocess (tiny model, CPU):
+the operator imports a result, a cancelled job leaves the scene untouched, and a missing or broken
+backend interpreter tells the user how to install it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_importer import INSTALL, reports
+
+pytestmark = pytest.mark.blender
+
+SNAPSHOT = textwrap.dedent(
+    """
+    def snapshot():
+        return {kind: sorted(x.name for x in getattr(bpy.data, kind))
+                for kind in ("objects", "collections", "images", "meshes", "materials", "cameras")}
+    """
+)
+
+
+def reference_image(path):
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[12:52, 20:44] = (200, 60, 40, 255)
+    rgba[20:30, 26:38] = (30, 160, 220, 255)
+    Image.fromarray(rgba, "RGBA").save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_generate_cancel_and_backend_errors(tmp_path, extension_zip, run_blender, tiny_checkpoint):
+    image = reference_image(tmp_path / "reference.png")
+    not_python = tmp_path / "not_python"
+    not_python.write_text("#!/bin/sh\necho 'this is not the MVD++ backend' >&2\nexit 3\n")
+    os.chmod(not_python, 0o755)
+    script = INSTALL.format(zip=str(extension_zip)) + SNAPSHOT + textwrap.dedent(
+        f"""
+        import time
+        prefs = bpy.context.preferences.addons["bl_ext.user_default.mvdpp_blender"].preferences
+        scene = bpy.context.scene
+
+        # 0. installing needs online access (off here), and says how to turn it on or go offline
+        try:
+            api.install_backend()
+        except api.GenerationError as exc:
+            report(online_access=bpy.app.online_access, install_message=exc.message, install_hint=exc.hint)
+
+        # 1. nothing installed: the managed environment is missing -> the install hint
+        prefs.backend_source = "MANAGED"
+        try:
+            api.generate([{str(image)!r}])
+        except api.GenerationError as exc:
+            report(missing_message=exc.message, missing_hint=exc.hint, state_missing=api.backend_state())
+
+        # 2. a broken interpreter (not a Python with mvdpp): the backend dies -> the install hint
+        prefs.backend_source = "CUSTOM"
+        prefs.custom_python = {str(not_python)!r}
+        try:
+            api.generate([{str(image)!r}])
+        except api.GenerationError as exc:
+            report(broken_message=exc.message, broken_hint=exc.hint)
+
+        # 3. the real backend with the tiny model on the CPU, through the operator as a script would
+        prefs.custom_python = {sys.executable!r}
+        prefs.checkpoint = {str(tiny_checkpoint)!r}
+        prefs.device = "cpu"
+        prefs.results_folder = {str(tmp_path / "results")!r}
+        props = scene.mvdpp
+        props.images.add().image = bpy.data.images.load({str(image)!r})
+        props.steps, props.seed = 2, 5
+        started = time.monotonic()
+        result = bpy.ops.mvdpp.generate()
+        status = bpy.context.window_manager.mvdpp_status
+        collection = next(c for c in bpy.data.collections if c.name.startswith("MVD++ ") and not c.name.endswith("views"))
+        cameras, planes = importer.view_objects(collection)
+        meshes = [o for o in collection.all_objects if o.type == "MESH" and "mvdpp_view_index" not in o]
+        root = next(o for o in collection.objects if o.type == "EMPTY")
+        report(op_result=sorted(result), cameras=len(cameras), planes=len(planes), meshes=len(meshes),
+               seed=root.get("mvdpp_seed"), steps=root.get("mvdpp_steps"), folder=root.get("mvdpp_folder"),
+               state_after=api.backend_state(), generate_s=time.monotonic() - started, last_result=status.last_result)
+
+        # 4. cancel mid-denoising (backend warm): the scene is exactly as before
+        before = snapshot()
+        seen = []
+        def progress(job):
+            seen.append(job.stage)
+        try:
+            api.generate([{str(image)!r}], steps=400, import_mesh=False, progress=progress,
+                         should_cancel=lambda: "denoise" in seen)
+            report(cancel_outcome="finished")
+        except api.Cancelled:
+            report(cancel_outcome="cancelled")
+        report(scene_unchanged=snapshot() == before, stages_seen=sorted(set(seen)), state_after_cancel=api.backend_state())
+        api.stop_backend()
+        """
+    )
+    proc = run_blender(script, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    r = reports(proc)
+
+    assert r["online_access"] is False
+    assert "online access is off" in r["install_message"] and "Allow Online Access" in r["install_hint"]
+    assert "not installed" in r["missing_message"] and "Install Backend" in r["missing_hint"]
+    assert r["state_missing"] == "NOT_INSTALLED"
+    assert "could not start" in r["broken_message"] and "Install Backend" in r["broken_hint"]
+
+    assert r["op_result"] == ["FINISHED"]
+    assert (r["cameras"], r["planes"], r["meshes"]) == (32, 32, 1)
+    assert (r["seed"], r["steps"]) == (5, 2)
+    assert r["folder"] == r["last_result"] and r["folder"].startswith(str(tmp_path / "results"))
+    assert r["state_after"] == "READY"
+
+    assert r["cancel_outcome"] == "cancelled"
+    assert "denoise" in r["stages_seen"]
+    assert r["scene_unchanged"]
+    assert r["state_after_cancel"] == "READY"
