@@ -116,4 +116,4 @@ def cup_mesh():
     p = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1)
     field = cup_sdf()(p)
     v, f = mcubes.marching_cubes(np.pad(-field, 1, constant_values=-1.0), 0.0)
-    return trimesh.Trimesh(-0.5 + (v - 1) * (1.0 / (n - 1)), f[:, ::-1])
+    return trimesh.Trimesh(-0.5 + (v - 1) * (1.0 / (n - 1)), f)

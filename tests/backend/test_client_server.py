@@ -126,6 +126,9 @@ def test_state_is_busy_while_a_job_runs_and_second_job_gets_busy_error(backend, 
     assert backend.state == "busy"  # the first job still runs
     assert backend.wait_for(job, timeout=20)["type"] == "result"
     assert backend.state == "ready"
+    # the job slot is free as soon as the job's last event is out: back-to-back jobs never see "busy"
+    for name in "cdefg":
+        assert backend.generate(["/a.png"], str(tmp_path / name), steps=1, timeout=10)["type"] == "result"
 
 
 def test_cancel_stops_the_job_quickly(backend, tmp_path):
@@ -193,6 +196,15 @@ def test_killed_server_is_an_error_not_a_hang(backend, tmp_path):
     assert backend.state == "stopped"
     with pytest.raises(BackendError):
         backend.send({"type": "ping"})
+
+
+def test_terminated_server_cancels_its_job_first(backend, tmp_path):
+    job = backend.send({"type": "generate", "images": ["/a.png"], "out": str(tmp_path / "a"), "steps": 1000, "step_s": 0.01})
+    collect_until(backend, lambda e: e["type"] == "progress")
+    os.kill(backend.pid, signal.SIGTERM)
+    assert backend.wait_for(job, timeout=10)["type"] == "cancelled"  # the job wound down (cleanup ran)
+    exited = collect_until(backend, lambda e: e.get("code") == BACKEND_EXITED)[-1]
+    assert exited["returncode"] == 143 and "terminated" in exited["stderr_tail"]
 
 
 def test_a_server_that_cannot_load_reports_why():

@@ -40,8 +40,13 @@ def assert_framed(image, resolution=RES):
 
 
 def test_framing_matches_the_training_camera_distances():
-    # an object of size ~1 seen at 1.5-2.2 with a 60 degree FoV fills roughly 0.4-0.75 of the image
-    assert 0.45 < OBJECT_FILL < 0.7
+    # a ball of diameter 1 seen from the training input distances with the rig's FoV
+    import math
+
+    from mvdpp import rig
+
+    spans = [math.tan(math.asin(0.5 / d)) / math.tan(math.radians(rig.FOV_DEG / 2)) for d in rig.INPUT_DISTANCE_RANGE]
+    assert min(spans) < OBJECT_FILL < max(spans)
 
 
 @pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("JPEG", ".jpg"), ("WEBP", ".webp"), ("TIFF", ".tif"), ("BMP", ".bmp")])

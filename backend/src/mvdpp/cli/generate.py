@@ -9,7 +9,7 @@ HELP = "turn 1-10 reference images of an object into 32 views and a mesh (a resu
 
 
 def add_arguments(parser) -> None:
-    from ..service.job import DEVICES, SCHEDULERS, GenerateSettings
+    from ..service.job import DEVICES, MESH_QUALITIES, SCHEDULERS, GenerateSettings
 
     defaults = GenerateSettings()
     parser.add_argument("images", nargs="+", metavar="IMAGE",
@@ -24,6 +24,8 @@ def add_arguments(parser) -> None:
                         help="sampler (default: the checkpoint's own)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default: CUDA when available, else the CPU")
     parser.add_argument("--no-mesh", action="store_true", help="skip the mesh reconstruction")
+    parser.add_argument("--mesh-quality", choices=MESH_QUALITIES, default=defaults.mesh_quality,
+                        help="reconstruction quality (default auto: standard on CUDA, draft on the CPU)")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     parser.add_argument("--low-vram", action="store_true",
                         help="use less GPU memory, more slowly (sequential guidance, chunked VAE, CPU offload)")
@@ -76,7 +78,8 @@ def run(args) -> int:
     from ..service.job import GenerateSettings, check_output_folder, load_pipeline, run_generate
 
     settings = GenerateSettings(steps=args.steps, guidance=args.guidance, seed=args.seed, scheduler=args.scheduler,
-                                mesh=not args.no_mesh, overwrite=args.overwrite).validate()
+                                mesh=not args.no_mesh, mesh_quality=args.mesh_quality,
+                                overwrite=args.overwrite).validate()
     # cheap checks first: nobody should wait for the model to load to learn of a typo
     check_files(args.images)
     check_output_folder(args.out, args.overwrite)

@@ -25,8 +25,8 @@ def extract_mesh(field: np.ndarray, grid: Grid, level: float, smoothing_iteratio
         raise MVDPPError(BAD_INPUT, "the reconstruction found no object in the views",
                          "check that the views' alpha channels mark the object (alpha = mask)")
     vertices = grid.to_world(vertices - 1.0)
-    # PyMCubes winds triangles so that normals point towards increasing values (inside here).
-    mesh = trimesh.Trimesh(vertices=vertices, faces=faces[:, ::-1], process=True)
+    # PyMCubes' winding makes outward normals for an inside-is-above-level field.
+    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
     mesh = drop_floaters(mesh)
     if smoothing_iterations > 0:
         trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=-0.53, iterations=smoothing_iterations)

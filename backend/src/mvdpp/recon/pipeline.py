@@ -1,7 +1,7 @@
 """reconstruct(): 32 RGBA views -> a vertex-coloured mesh in the rig's world frame.
 
-Stages: voting visual hull -> (refinement of a density + colour grid by volume rendering
-against the views) -> marching cubes -> vertex colours from the views with a depth test.
+Stages: voting visual hull -> multi-view stereo inside the hull and depth carving (concavities)
+-> marching cubes -> vertex colours from the views with a depth test.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import trimesh
 from ..errors import DEVICE, JobCancelled, MVDPPError
 from .colour import vertex_colours
 from .grid import Grid
+from .carve import carve_field
 from .hull import hull_field, silhouette_agreement
 from .mesh import extract_mesh
 from .settings import resolve_quality
+from .stereo import stereo_depths
 from .views import as_view_set
 
 #: A view whose mask agrees with the consensus hull this much worse than the median view is
@@ -65,15 +67,16 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
     report("hull", 1, 1)
     timings["hull_s"] = time.perf_counter() - start
 
-    colour_fallback = None
     level = 0.5
-    if settings.refine_iterations > 0:
-        from .refine import refine
-
+    if settings.stereo:
         t0 = time.perf_counter()
-        refined = refine(views, grid, field, view_weights, settings, progress=report, check_cancel=check_cancel)
-        field, level, colour_fallback = refined.field, refined.level, refined.colour_at
-        timings["refine_s"] = time.perf_counter() - t0
+        report("stereo", 0, 1)
+        depths, _ = stereo_depths(views, grid, field, view_weights, check_cancel=check_cancel)
+        # carve_field is > 0 in empty space; marching cubes wants inside above the level
+        field = -carve_field(views, grid, depths, view_weights, settings.hull_tolerated_votes, check_cancel=check_cancel)
+        level = 0.0
+        report("stereo", 1, 1)
+        timings["stereo_s"] = time.perf_counter() - t0
 
     check_cancel()
     t0 = time.perf_counter()
@@ -83,7 +86,7 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
 
     t0 = time.perf_counter()
     report("colour", 0, 1)
-    mesh.visual.vertex_colors = vertex_colours(mesh, views, grid.spacing, fallback=colour_fallback, check_cancel=check_cancel)
+    mesh.visual.vertex_colors = vertex_colours(mesh, views, grid.spacing, check_cancel=check_cancel)
     report("colour", 1, 1)
     timings["colour_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - start

@@ -16,12 +16,8 @@ QUALITIES = ("draft", "standard", "high")
 class ReconSettings:
     #: Voxels per side of the grid that spans the object box.
     grid_resolution: int
-    #: Optimisation steps of the volume-rendering refinement (0 = visual hull only).
-    refine_iterations: int
-    #: Rays per refinement step.
-    rays_per_batch: int
-    #: Samples along each ray inside the hull's bounding box.
-    samples_per_ray: int
+    #: Carve concavities by multi-view stereo inside the hull (False = visual hull only).
+    stereo: bool = True
     #: A voxel is carved by the visual hull only when more than this many views see it as
     #: background: one corrupted mask must not punch a hole through the object.
     hull_tolerated_votes: int = 1
@@ -35,9 +31,9 @@ class ReconSettings:
 
 
 PRESETS: dict[str, ReconSettings] = {
-    "draft": ReconSettings(grid_resolution=96, refine_iterations=300, rays_per_batch=4096, samples_per_ray=96),
-    "standard": ReconSettings(grid_resolution=160, refine_iterations=1500, rays_per_batch=16384, samples_per_ray=192),
-    "high": ReconSettings(grid_resolution=256, refine_iterations=3000, rays_per_batch=32768, samples_per_ray=320),
+    "draft": ReconSettings(grid_resolution=96),
+    "standard": ReconSettings(grid_resolution=160),
+    "high": ReconSettings(grid_resolution=256),
 }
 
 

@@ -59,6 +59,7 @@ class GenerateSettings:
     seed: int | None = None  # None: a random seed, recorded in meta.json
     scheduler: str | None = None  # None: the checkpoint's own sampler
     mesh: bool = True
+    mesh_quality: str = "auto"  # "draft" | "standard" | "high" | "auto" (by device)
     overwrite: bool = False
 
     def validate(self) -> "GenerateSettings":
@@ -73,6 +74,8 @@ class GenerateSettings:
             raise bad(f"seed must be a non-negative integer or null, not {self.seed!r}.", "Leave it out for a random seed.")
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
             raise bad(f"Unknown scheduler {self.scheduler!r}.", f"Choose one of {', '.join(SCHEDULERS)}.")
+        if self.mesh_quality not in MESH_QUALITIES:
+            raise bad(f"Unknown mesh quality {self.mesh_quality!r}.", f"Choose one of {', '.join(MESH_QUALITIES)}.")
         for name in ("mesh", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(f"{name} must be true or false.", "")
@@ -287,7 +290,7 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 3)
+            self.seconds.setdefault(stage, round(time.perf_counter() - started, 3))
 
 
 def check_output_folder(out: Path, overwrite: bool) -> Path:
@@ -371,10 +374,11 @@ def run_generate(
     if settings.mesh:
         from ..recon import reconstruct
 
+        check_views_show_an_object(views)
         mesh_timings: dict = {}
         with timer("mesh"), translate_out_of_memory("reconstructing the mesh"):
             mesh = reconstruct(
-                [np.asarray(view.convert("RGBA")) for view in views], cameras, quality="auto", device=device,
+                [np.asarray(view.convert("RGBA")) for view in views], cameras, quality=settings.mesh_quality, device=device,
                 progress=lambda stage, step, total: progress(f"mesh:{stage}", step, total),
                 should_cancel=should_cancel, timings=mesh_timings,
             )
@@ -382,6 +386,7 @@ def run_generate(
             timer.seconds[f"mesh:{stage.removesuffix('_s')}"] = round(float(seconds), 3)
         check_cancel()
 
+    write_started = time.perf_counter()
     with timer("write"):
         try:
             writer = result.ResultWriter(out, overwrite=settings.overwrite)
@@ -403,6 +408,7 @@ def run_generate(
 
                     save_mesh(mesh, writer.path(result.MESH_FILE))
                 progress("write", total - 1, total)
+                timer.seconds["write"] = round(time.perf_counter() - write_started, 3)  # meta.json itself excluded
                 meta = {
                     "format": result.META_FORMAT,
                     "version": result.FORMAT_VERSION,
@@ -427,6 +433,20 @@ def run_generate(
             raise MVDPPError(errors.BAD_INPUT, f"Cannot write the result folder {out} ({exc.strerror or exc}).",
                              "Choose a folder you can write to with enough free space.") from exc
     return folder
+
+
+NO_OBJECT = "no_object"
+
+
+def check_views_show_an_object(views) -> None:
+    """A mesh needs an object in the views; say so clearly rather than fail inside the reconstruction."""
+    import numpy as np
+
+    coverage = max(float((np.asarray(view.getchannel("A")) > 127).mean()) for view in views)
+    if coverage < 1e-3:
+        raise MVDPPError(NO_OBJECT, "The generated views show no object, so no mesh can be built.",
+                         "Check that the inputs show one object clearly; try another seed or more steps, "
+                         "or skip the mesh (--no-mesh).")
 
 
 class ModelJobs:

@@ -14,6 +14,7 @@ This module is standard library only; what a job does is given by ``handlers`` (
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -98,6 +99,7 @@ class Server:
         self._lock = threading.Lock()
         self._job_thread: threading.Thread | None = None
         self._job_id = None
+        self._job_running = False
         self._cancel = threading.Event()
         self.stopping = False
 
@@ -117,7 +119,7 @@ class Server:
                 return 0
         # stdin closed: the client is gone; stop whatever runs and leave
         log("stdin closed, stopping")
-        self._stop_job()
+        self.stop_job()
         return 0
 
     def handle_line(self, line: bytes) -> None:
@@ -139,7 +141,7 @@ class Server:
             elif kind == protocol.CANCEL:
                 self.cancel(request_id)
             elif kind == protocol.SHUTDOWN:
-                self._stop_job()
+                self.stop_job()
                 self.emit({"type": protocol.BYE, "id": request_id})
                 self.stopping = True
             elif kind in self.handlers:
@@ -158,18 +160,19 @@ class Server:
     @property
     def busy(self) -> bool:
         with self._lock:
-            return self._job_thread is not None and self._job_thread.is_alive()
+            return self._job_running
 
     def start_job(self, request: dict) -> None:
         request_id = request.get("id")
         with self._lock:
-            if self._job_thread is not None and self._job_thread.is_alive():
+            if self._job_running:
                 self.emit(protocol.error_event(request_id, errors.BUSY,
                                                f"The backend is busy with request {self._job_id!r}; one job runs at a time.",
                                                "Wait for the running job to finish, or cancel it first."))
                 return
             self._cancel.clear()
             self._job_id = request_id
+            self._job_running = True
             self._job_thread = threading.Thread(target=self._run_job, args=(request,), name="mvdpp-job", daemon=True)
             self._job_thread.start()
 
@@ -186,31 +189,34 @@ class Server:
         try:
             # A job that returns has committed its result: a cancel arriving after that is too late.
             fields = handler(request, progress, self._cancel.is_set)
-            self.emit({"type": protocol.RESULT, "id": request_id, **fields, "elapsed_s": round(clock.elapsed(), 3)})
+            final = {"type": protocol.RESULT, "id": request_id, **fields, "elapsed_s": round(clock.elapsed(), 3)}
         except JobCancelled:
-            self.emit({"type": protocol.CANCELLED, "id": request_id})
+            final = {"type": protocol.CANCELLED, "id": request_id}
         except MVDPPError as exc:
-            self.emit(protocol.error_event(request_id, exc.code, exc.message, exc.hint))
+            final = protocol.error_event(request_id, exc.code, exc.message, exc.hint)
         except MemoryError:
-            self.emit(protocol.error_event(request_id, errors.OUT_OF_MEMORY, "The backend ran out of memory.",
-                                           "Close other programs, use fewer input images or steps, or enable low-VRAM mode."))
+            final = protocol.error_event(request_id, errors.OUT_OF_MEMORY, "The backend ran out of memory.",
+                                         "Close other programs, use fewer input images or steps, or enable low-VRAM mode.")
         except Exception as exc:  # noqa: BLE001 - report, keep serving
             log(f"job {request_id!r} failed:\n" + traceback.format_exc())
-            self.emit(protocol.error_event(request_id, errors.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}",
-                                           "This is a bug; the backend log has the details."))
-        finally:
-            with self._lock:
-                self._job_id = None
+            final = protocol.error_event(request_id, errors.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}",
+                                         "This is a bug; the backend log has the details.")
+        # Free the job slot before telling the client: a request sent right after the job's last
+        # event must not be refused as busy.
+        with self._lock:
+            self._job_id = None
+            self._job_running = False
+        self.emit(final)
 
     def cancel(self, request_id) -> None:
         with self._lock:
-            running = self._job_thread is not None and self._job_thread.is_alive()
+            running = self._job_running
         if running:
             self._cancel.set()  # the job answers with a "cancelled" event under its own id
         else:
             self.emit(protocol.error_event(request_id, NOT_RUNNING, "No job is running; there is nothing to cancel.", ""))
 
-    def _stop_job(self) -> None:
+    def stop_job(self) -> None:
         with self._lock:
             thread = self._job_thread
         if thread is not None and thread.is_alive():
@@ -220,20 +226,39 @@ class Server:
                 log("the running job did not stop in time; leaving anyway")
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: stop the job cleanly (no partial result folder), then exit."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def serve(handlers_factory: Callable[[], tuple[dict[str, JobHandler], dict]], stdin: BinaryIO | None = None) -> int:
     """Run a server on this process's stdin/stdout until shutdown or end of input.
 
     ``handlers_factory`` loads whatever the jobs need (the model) and returns the handlers and
     the extra fields of the ready event. It runs after stdout is taken over, so loading output
     cannot corrupt the protocol; an MVDPPError from it is reported as an error event (id null)
-    and the server exits with status 2.
+    and the server exits with status 2. SIGTERM cancels a running job (its temporary folder is
+    removed) before the process exits with status 143.
     """
     emit = ProtocolWriter(take_over_stdout())
     stdin = stdin if stdin is not None else sys.stdin.buffer
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    server = None
     try:
-        handlers, ready_info = handlers_factory()
-    except MVDPPError as exc:
-        log(f"cannot start: {exc}")
-        emit(protocol.error_event(None, exc.code, exc.message, exc.hint))
-        return 2
-    return Server(handlers, emit, ready_info).run(stdin)
+        try:
+            handlers, ready_info = handlers_factory()
+        except MVDPPError as exc:
+            log(f"cannot start: {exc}")
+            emit(protocol.error_event(None, exc.code, exc.message, exc.hint))
+            return 2
+        server = Server(handlers, emit, ready_info)
+        return server.run(stdin)
+    except Terminated:
+        log("terminated; stopping the running job")
+        if server is not None:
+            server.stop_job()
+        return 128 + signal.SIGTERM
