@@ -17,6 +17,7 @@ pytestmark = pytest.mark.blender
 
 INSTALL = textwrap.dedent(
     """
+    import time; T0 = time.monotonic()
     import bpy, json, sys
     result = bpy.ops.extensions.package_install_files(filepath={zip!r}, repo="user_default", enable_on_install=True)
     assert result == {{"FINISHED"}}, result

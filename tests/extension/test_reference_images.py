@@ -1,0 +1,78 @@
+"""The panel's reference-image list: add from files, from the .blend, from selected image
+empties/planes; remove; reorder; and packed images reach the backend as files."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_importer import INSTALL, reports
+
+pytestmark = pytest.mark.blender
+
+
+def test_reference_image_list_operators(tmp_path, extension_zip, run_blender):
+    for name, colour in (("a", (255, 0, 0, 255)), ("b", (0, 255, 0, 255)), ("c", (0, 0, 255, 255)), ("d", (9, 9, 9, 255))):
+        Image.fromarray(np.full((16, 16, 4), colour, np.uint8), "RGBA").save(tmp_path / f"{name}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    script = INSTALL.format(zip=str(extension_zip)) + textwrap.dedent(
+        f"""
+        generation = importlib.import_module("bl_ext.user_default.mvdpp_blender.generation")
+        scene = bpy.context.scene
+        props = scene.mvdpp
+        names = lambda: [item.image.name for item in props.images]
+
+        bpy.ops.mvdpp.add_image_files(directory={str(tmp_path)!r}, files=[{{"name": "a.png"}}, {{"name": "b.png"}}, {{"name": "notes.txt"}}])
+        after_files = names()
+        bpy.ops.mvdpp.add_image_files(directory={str(tmp_path)!r}, files=[{{"name": "a.png"}}])  # no duplicates
+        no_duplicates = names()
+
+        # an image already in the .blend (packed: it has no file the backend could read)
+        packed = bpy.data.images.load({str(tmp_path / "c.png")!r}); packed.pack(); packed.filepath = "//gone/c.png"
+        bpy.ops.mvdpp.add_blend_image(image=packed.name)
+        after_blend = names()
+
+        # an image empty and an image plane, selected
+        for obj in list(scene.objects):
+            obj.select_set(False)
+        empty = bpy.data.objects.new("ref empty", None)
+        empty.empty_display_type = "IMAGE"
+        empty.data = bpy.data.images.load({str(tmp_path / "d.png")!r})
+        scene.collection.objects.link(empty)
+        empty.select_set(True)
+        bpy.ops.image.import_as_mesh_planes(files=[{{"name": "b.png"}}], directory={str(tmp_path)!r})  # b is listed already
+        plane = bpy.context.active_object
+        plane.select_set(True)
+        bpy.ops.mvdpp.add_selected_images()
+        after_selected = names()
+
+        props.active_image_index = 3
+        bpy.ops.mvdpp.move_image(direction="UP")
+        after_move = names(); active_after_move = props.active_image_index
+        props.active_image_index = 0
+        bpy.ops.mvdpp.remove_image()
+        after_remove = names()
+
+        paths = generation.reference_paths([item.image for item in props.images])
+        import os
+        from PIL import Image as PILImage
+        report(after_files=after_files, no_duplicates=no_duplicates, after_blend=after_blend,
+               after_selected=after_selected, after_move=after_move, active_after_move=active_after_move,
+               after_remove=after_remove, paths=paths, readable=[os.path.isfile(p) and PILImage.open(p).size == (16, 16) for p in paths])
+        """
+    )
+    proc = run_blender(script, backend_on_path=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    r = reports(proc)
+    assert r["after_files"] == ["a.png", "b.png"]
+    assert r["no_duplicates"] == ["a.png", "b.png"]
+    assert r["after_blend"] == ["a.png", "b.png", "c.png"]
+    assert r["after_selected"] == ["a.png", "b.png", "c.png", "d.png"]  # d from the empty; b from the plane is a duplicate
+    assert r["after_move"] == ["a.png", "b.png", "d.png", "c.png"] and r["active_after_move"] == 2
+    assert r["after_remove"] == ["b.png", "d.png", "c.png"]
+    # the packed image was written out for the backend; the others are used where they are
+    assert r["paths"][0] == str(tmp_path / "b.png") and r["paths"][1] == str(tmp_path / "d.png")
+    assert r["paths"][2] != str(tmp_path / "c.png") and all(r["readable"])
