@@ -15,7 +15,7 @@ pytestmark = pytest.mark.blender
 
 
 def test_reference_image_list_operators(tmp_path, extension_zip, run_blender):
-    for name, colour in (("a", (255, 0, 0, 255)), ("b", (0, 255, 0, 255)), ("c", (0, 0, 255, 255)), ("d", (9, 9, 9, 255))):
+    for name, colour in (("a", (255, 0, 0, 255)), ("b", (0, 255, 0, 255)), ("c", (0, 0, 255, 255)), ("d", (9, 9, 9, 255)), ("e", (99, 9, 9, 255))):
         Image.fromarray(np.full((16, 16, 4), colour, np.uint8), "RGBA").save(tmp_path / f"{name}.png")
     (tmp_path / "notes.txt").write_text("not an image")
     script = INSTALL.format(zip=str(extension_zip)) + textwrap.dedent(
@@ -42,10 +42,10 @@ def test_reference_image_list_operators(tmp_path, extension_zip, run_blender):
         empty.empty_display_type = "IMAGE"
         empty.data = bpy.data.images.load({str(tmp_path / "d.png")!r})
         scene.collection.objects.link(empty)
-        empty.select_set(True)
-        bpy.ops.image.import_as_mesh_planes(files=[{{"name": "b.png"}}], directory={str(tmp_path)!r})  # b is listed already
+        bpy.ops.image.import_as_mesh_planes(files=[{{"name": "e.png"}}], directory={str(tmp_path)!r})
         plane = bpy.context.active_object
         plane.select_set(True)
+        empty.select_set(True)
         bpy.ops.mvdpp.add_selected_images()
         after_selected = names()
 
@@ -70,9 +70,10 @@ def test_reference_image_list_operators(tmp_path, extension_zip, run_blender):
     assert r["after_files"] == ["a.png", "b.png"]
     assert r["no_duplicates"] == ["a.png", "b.png"]
     assert r["after_blend"] == ["a.png", "b.png", "c.png"]
-    assert r["after_selected"] == ["a.png", "b.png", "c.png", "d.png"]  # d from the empty; b from the plane is a duplicate
-    assert r["after_move"] == ["a.png", "b.png", "d.png", "c.png"] and r["active_after_move"] == 2
-    assert r["after_remove"] == ["b.png", "d.png", "c.png"]
+    # the active object's image first (the plane's e), then the empty's d
+    assert r["after_selected"] == ["a.png", "b.png", "c.png", "e.png", "d.png"]
+    assert r["after_move"] == ["a.png", "b.png", "e.png", "c.png", "d.png"] and r["active_after_move"] == 2
+    assert r["after_remove"] == ["b.png", "e.png", "c.png", "d.png"]
     # the packed image was written out for the backend; the others are used where they are
-    assert r["paths"][0] == str(tmp_path / "b.png") and r["paths"][1] == str(tmp_path / "d.png")
+    assert r["paths"][:2] == [str(tmp_path / "b.png"), str(tmp_path / "e.png")] and r["paths"][3] == str(tmp_path / "d.png")
     assert r["paths"][2] != str(tmp_path / "c.png") and all(r["readable"])
