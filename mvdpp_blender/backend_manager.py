@@ -67,6 +67,15 @@ def managed_python() -> Path:
     return venv_python(managed_venv_dir())
 
 
+def install_marker() -> Path:
+    """Written last by a successful install: a venv without it is half-installed."""
+    return managed_venv_dir() / "mvdpp-installed.txt"
+
+
+def managed_backend_installed() -> bool:
+    return managed_python().is_file() and install_marker().is_file()
+
+
 def results_dir(prefs=None) -> Path:
     folder = getattr(prefs, "results_folder", "") if prefs is not None else ""
     path = Path(bpy.path.abspath(folder)) if folder else user_dir() / "results"
@@ -94,6 +103,8 @@ def resolve_interpreter(prefs) -> str:
     python = managed_python()
     if not python.is_file():
         raise BackendUnavailable("The MVD++ backend is not installed")
+    if not install_marker().is_file():
+        raise BackendUnavailable("The MVD++ backend is not completely installed (the last install failed or was interrupted)")
     return str(python)
 
 
@@ -148,6 +159,7 @@ class Installer:
         self.error = self.hint = ""
         self.log_tail.clear()
         venv = managed_venv_dir()
+        install_marker().unlink(missing_ok=True)  # until this install has been checked
         self._thread = threading.Thread(target=self._run, args=(venv, wheel, pip_args), daemon=True)
         self._thread.start()
 
@@ -171,6 +183,7 @@ class Installer:
                            [str(python), "-m", "pip", "install", "--upgrade", str(wheel)] + pip_args)
                 self._step("Checking the installation",
                            [str(python), "-c", "import mvdpp, torch, diffusers; print('mvdpp', mvdpp.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"])
+                (venv / install_marker().name).write_text("\n".join(list(self.log_tail)[-1:]) + "\n", encoding="utf-8")
             self.succeeded = True
             self.status_line = "Backend installed"
         except _StepFailed as exc:

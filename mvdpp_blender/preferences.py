@@ -80,10 +80,10 @@ class MVDPP_AddonPreferences(bpy.types.AddonPreferences):
             if installer.running:
                 row.label(text=installer.status_line, icon="SORTTIME")
             else:
-                ready = backend_manager.managed_python().is_file()
+                ready = backend_manager.managed_backend_installed()
                 label = "Reinstall Backend" if ready else "Install Backend"
                 row.operator("mvdpp.install_backend", text=label, icon="IMPORT")
-                if ready:
+                if backend_manager.managed_python().is_file():
                     row.operator("mvdpp.remove_backend", text="", icon="TRASH")
             if not bpy.app.online_access:
                 box.label(text="Online access is off (Preferences > System > Network)", icon="INFO")

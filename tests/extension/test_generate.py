@@ -4,9 +4,11 @@ backend interpreter tells the user how to install it."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +77,7 @@ def test_generate_cancel_and_backend_errors(tmp_path, extension_zip, run_blender
         props = scene.mvdpp
         props.images.add().image = bpy.data.images.load({str(image)!r})
         props.steps, props.seed = 2, 5
+        props.mesh_detail = "draft"  # the mesh comes from a follow-up reconstruct request at this detail
         started = time.monotonic()
         result = bpy.ops.mvdpp.generate()
         status = bpy.context.window_manager.mvdpp_status
@@ -97,7 +100,7 @@ def test_generate_cancel_and_backend_errors(tmp_path, extension_zip, run_blender
                     second = "accepted"
                 except api.GenerationError as exc:
                     second = exc.message
-                report(poll_while_running=bpy.ops.mvdpp.generate.poll(), second_job=second, state_running=api.backend_state())
+                report(status_text=job.status_text(), poll_while_running=bpy.ops.mvdpp.generate.poll(), second_job=second, state_running=api.backend_state())
             seen.append(job.stage)
         try:
             api.generate([{str(image)!r}], steps=400, import_mesh=False, progress=progress,
@@ -127,6 +130,10 @@ def test_generate_cancel_and_backend_errors(tmp_path, extension_zip, run_blender
     assert r["folder"] == r["last_result"] and r["folder"].startswith(str(tmp_path / "results"))
     assert r["state_after"] == "READY"
 
+    # mesh detail "draft": generate ran without a mesh, the follow-up reconstruct request made it
+    meta = json.loads((Path(r["folder"]) / "meta.json").read_text())
+    assert meta["settings"]["mesh"] is False and (Path(r["folder"]) / "mesh.glb").is_file()
+    assert r["status_text"]
     assert r["poll_while_running"] is False and "already running" in r["second_job"] and r["state_running"] == "BUSY"
     assert r["cancel_outcome"] == "cancelled"
     assert "denoise" in r["stages_seen"]

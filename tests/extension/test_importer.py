@@ -164,3 +164,37 @@ def test_import_render_save_and_reload(tmp_path, extension_zip, run_blender):
     assert psnr >= 30.0, f"the render through camera 0 differs from view_00.png ({psnr:.1f} dB)"
     assert overview.is_file()
     assert (r["images_after_reload"], r["images_with_pixels"], r["planes_after_reload"]) == (32, 32, 32)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "mvdpp.recon.export.save_mesh writes the rig's Z-up coordinates into mesh.glb unchanged, but glTF "
+    "is +Y up and Blender's glTF importer converts from +Y up, so the mesh arrives lying on its side. "
+    "Fix in save_mesh (GLB only): apply rotation_matrix(-pi/2, [1, 0, 0]) to a copy before exporting; "
+    "then remove this xfail mark."))
+def test_backend_written_mesh_keeps_its_orientation(tmp_path, extension_zip, run_blender):
+    """A mesh written by the backend's own writer lands where the views show it (Z up)."""
+    import trimesh
+
+    from mvdpp.recon.export import save_mesh
+
+    folder = write_result(tmp_path / "result", size=16, mesh=False)
+    # an off-centre box: its centre is above the origin (+Z) and to the right (+X)
+    box = trimesh.creation.box(extents=(0.1, 0.1, 0.1))
+    box.apply_translation((0.2, 0.0, 0.3))
+    box.visual.vertex_colors = np.tile(np.array([200, 100, 50, 255], np.uint8), (len(box.vertices), 1))
+    save_mesh(box, folder / "mesh.glb")
+    script = INSTALL.format(zip=str(extension_zip)) + textwrap.dedent(
+        f"""
+        from mathutils import Vector
+        scene = bpy.context.scene
+        scene.cursor.location = (0, 0, 0)
+        collection = api.import_result({str(folder)!r}, import_views=False)
+        bpy.context.view_layer.update()
+        mesh = next(o for o in collection.all_objects if o.type == "MESH")
+        centre = sum((mesh.matrix_world @ Vector(c) for c in mesh.bound_box), Vector()) / 8
+        report(centre=list(centre))
+        """
+    )
+    proc = run_blender(script, backend_on_path=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert reports(proc)["centre"] == pytest.approx([0.2, 0.0, 0.3], abs=1e-4)
