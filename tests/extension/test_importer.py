@@ -92,7 +92,8 @@ def test_import_render_save_and_reload(tmp_path, extension_zip, run_blender):
                seed=root.get("mvdpp_seed"), steps=root.get("mvdpp_steps"), folder_prop=root.get("mvdpp_folder"),
                sources=list(root.get("mvdpp_source_images", [])),
                angle_x=[c.data.angle_x for c in cameras[:1]], sensor_fit=cameras[0].data.sensor_fit,
-               resolution=[scene.render.resolution_x, scene.render.resolution_y])
+               resolution=[scene.render.resolution_x, scene.render.resolution_y],
+               heavy_modules=[m for m in ("torch", "diffusers", "transformers") if m in sys.modules])
 
         # Cycles through camera 0, only its plane visible: colour-exact settings
         scene.camera = cameras[0]
@@ -146,6 +147,7 @@ def test_import_render_save_and_reload(tmp_path, extension_zip, run_blender):
     assert proc.returncode == 0, proc.stderr[-4000:]
     r = reports(proc)
     assert (r["cameras"], r["planes"], r["meshes"]) == (32, 32, 1)
+    assert r["heavy_modules"] == [], "the extension imported the model's libraries"
     assert r["worst_corner"] < 1e-4, "a plane does not exactly fill its camera's frame"
     assert r["pose_error"] < 1e-5, "camera poses differ from cameras.json"
     assert r["root_location"] == pytest.approx([2.0, -1.0, 0.5])
