@@ -31,6 +31,8 @@ INSTALL_HINT = (
 )
 #: How long a cancelled job may take to acknowledge before its process is stopped outright.
 CANCEL_GRACE_S = 15.0
+#: Where Windows gets CUDA builds of PyTorch (PyPI's are CPU-only there).
+WINDOWS_TORCH_INDEX = "https://download.pytorch.org/whl/cu124"
 #: How long after the backend process died its exit event may take to arrive.
 EXIT_EVENT_GRACE_S = 3.0
 
@@ -143,6 +145,9 @@ class Installer:
         if self.running:
             raise BackendUnavailable("The backend is already being installed", hint="Wait for it to finish")
         pip_args = shlex.split(extra_pip_args or "")
+        if sys.platform == "win32" and not _only_index_args(pip_args):
+            # PyPI's Windows PyTorch wheels are CPU-only; PyTorch's own index has the CUDA builds
+            pip_args += ["--extra-index-url", WINDOWS_TORCH_INDEX]
         offline = "--no-index" in pip_args
         if not bpy.app.online_access and not offline:
             raise BackendUnavailable(

@@ -192,7 +192,7 @@ class MVDPP_OT_generate(Operator):
 
     bl_idname = "mvdpp.generate"
     bl_label = "Generate"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER", "UNDO"}  # Ctrl+Z removes an imported result in one step
 
     _timer = None
     _job = None
@@ -320,12 +320,23 @@ class MVDPP_OT_import_result(Operator):
         return {"FINISHED"}
 
 
+def _result_collection(obj):
+    """The collection of the imported result an object belongs to (the one holding its root empty)."""
+    root = obj
+    while root.parent is not None:
+        root = root.parent
+    return next((c for c in root.users_collection if importer.PROPERTY_PREFIX + "folder" in c), None)
+
+
 class MVDPP_OT_view_result_camera(Operator):
-    """Look through one of the result's cameras (sets the scene camera)"""
+    """Look through the active result camera (or view plane): it becomes the scene camera and the
+    other views' planes are hidden, so the viewport and renders show exactly this view"""
 
     bl_idname = "mvdpp.view_result_camera"
     bl_label = "Look Through View"
     bl_options = {"REGISTER", "UNDO"}
+
+    isolate: bpy.props.BoolProperty(name="Hide Other Views", default=True)
 
     @classmethod
     def poll(cls, context):
@@ -336,9 +347,37 @@ class MVDPP_OT_view_result_camera(Operator):
         obj = context.active_object
         camera = obj if obj.type == "CAMERA" else obj.parent
         context.scene.camera = camera
+        collection = _result_collection(camera)
+        if collection is not None:
+            _, planes = importer.view_objects(collection)
+            for plane in planes:
+                hidden = self.isolate and plane.parent != camera
+                plane.hide_render = hidden
+                if plane.name in context.view_layer.objects:
+                    plane.hide_set(hidden)
         for area in context.screen.areas if context.screen else []:
             if area.type == "VIEW_3D":
                 area.spaces.active.region_3d.view_perspective = "CAMERA"
+        return {"FINISHED"}
+
+
+class MVDPP_OT_show_all_views(Operator):
+    """Show the image planes of all 32 views of the active result again"""
+
+    bl_idname = "mvdpp.show_all_views"
+    bl_label = "Show All Views"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.active_object is not None and _result_collection(context.active_object) is not None
+
+    def execute(self, context):
+        _, planes = importer.view_objects(_result_collection(context.active_object))
+        for plane in planes:
+            plane.hide_render = False
+            if plane.name in context.view_layer.objects:
+                plane.hide_set(False)
         return {"FINISHED"}
 
 
@@ -439,6 +478,7 @@ classes = (
     MVDPP_OT_cancel,
     MVDPP_OT_import_result,
     MVDPP_OT_view_result_camera,
+    MVDPP_OT_show_all_views,
     MVDPP_OT_install_backend,
     MVDPP_OT_remove_backend,
     MVDPP_OT_open_install_log,

@@ -125,7 +125,9 @@ class MVDPP_PT_result(bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         layout.operator("mvdpp.import_result", icon="IMPORT")
-        layout.operator("mvdpp.view_result_camera", icon="VIEW_CAMERA")
+        row = layout.row(align=True)
+        row.operator("mvdpp.view_result_camera", icon="VIEW_CAMERA")
+        row.operator("mvdpp.show_all_views", text="", icon="HIDE_OFF")
         layout.operator("mvdpp.open_results_folder", icon="FILE_FOLDER")
 
 

@@ -110,16 +110,18 @@ def test_import_render_save_and_reload(tmp_path, extension_zip, run_blender):
         scene.view_settings.gamma = 1.0
         scene.render.image_settings.file_format = "PNG"
         scene.render.image_settings.color_mode = "RGBA"
-        hidden = {{}}
-        for obj in list(scene.objects):
-            hidden[obj.name] = obj.hide_render
-            obj.hide_render = obj not in (planes[0], cameras[0])
+        # as a user would: select the view's plane, Look Through View (hides the other planes);
+        # the mesh stays visible behind the plane
+        bpy.context.view_layer.objects.active = planes[0]
+        looked = bpy.ops.mvdpp.view_result_camera()
+        report(looked=sorted(looked), scene_camera_is_0=scene.camera == cameras[0],
+               visible_planes=[p.name for p in planes if not p.hide_render and not p.hide_get()])
         scene.render.filepath = {str(render0)!r}
         bpy.ops.render.render(write_still=True)
 
         # an overview of the whole imported result, from a camera outside the rig, to look at
-        for obj in list(scene.objects):
-            obj.hide_render = hidden[obj.name]
+        bpy.ops.mvdpp.show_all_views()
+        report(visible_after_show_all=sum(1 for p in planes if not p.hide_render and not p.hide_get()))
         overview_data = bpy.data.cameras.new("overview")
         overview_cam = bpy.data.objects.new("overview", overview_data)
         scene.collection.objects.link(overview_cam)
@@ -160,6 +162,8 @@ def test_import_render_save_and_reload(tmp_path, extension_zip, run_blender):
     assert (r["seed"], r["steps"]) == (7, 12)
     assert r["folder_prop"].endswith("result") and r["sources"] == ["/somewhere/reference.png"]
 
+    assert r["looked"] == ["FINISHED"] and r["scene_camera_is_0"]
+    assert r["visible_planes"] == ["MVD++ view 00"] and r["visible_after_show_all"] == 32
     rendered = np.asarray(Image.open(render0))
     assert rendered.shape == (size, size, 4)
     psnr = psnr_over_white(rendered, view_00)
