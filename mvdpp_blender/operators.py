@@ -248,8 +248,16 @@ class MVDPP_OT_generate(Operator):
                 context.area.tag_redraw()
         if job.finished:
             context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
             return self._finish(context, job)
         return {"PASS_THROUGH"}
+
+    def cancel(self, context):
+        # Blender ends modal operators itself, e.g. when another file is opened: stop the job too
+        backend_manager.session.cancel()
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
 
     def _finish(self, context, job):
         status = context.window_manager.mvdpp_status
