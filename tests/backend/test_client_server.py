@@ -100,11 +100,18 @@ def test_start_returns_at_once_and_poll_never_blocks():
     finally:
         backend.stop()
     assert backend.state == "stopped"
+    assert [e["type"] for e in backend.poll_events()] == ["bye"]  # a requested stop is no error
+    # the same client can start the server again
+    backend.start()
+    try:
+        assert backend.wait_ready(timeout=30)["type"] == "ready" and backend.ping()["type"] == "pong"
+    finally:
+        backend.stop()
 
 
 def test_generate_round_trip_with_progress_and_stray_output(backend, tmp_path):
     progress = []
-    result = backend.generate(["/a.png"], str(tmp_path / "out"), steps=4, on_progress=progress.append)
+    result = backend.generate(["/a.png"], str(tmp_path / "out"), steps=4, step_s=0.08, on_progress=progress.append)
     assert result["type"] == "result" and result["folder"] == str(tmp_path / "out")
     assert [(p["stage"], p["step"], p["total"]) for p in progress] == [("denoise", i, 4) for i in range(1, 5)]
     assert all(p["elapsed_s"] >= 0 for p in progress)
@@ -115,6 +122,13 @@ def test_generate_round_trip_with_progress_and_stray_output(backend, tmp_path):
     log = backend.stderr_tail()
     assert "stray print from a library" in log and "stray C-level write" in log and "stray output of a child" in log
     assert backend.poll_events() == []
+
+
+def test_progress_events_are_throttled_but_the_last_step_always_arrives(backend, tmp_path):
+    progress = []
+    backend.generate(["/a.png"], str(tmp_path / "out"), steps=400, step_s=0.001, on_progress=progress.append, timeout=30)
+    assert 2 <= len(progress) < 100
+    assert (progress[0]["step"], progress[-1]["step"]) == (1, 400)
 
 
 def test_state_is_busy_while_a_job_runs_and_second_job_gets_busy_error(backend, tmp_path):
@@ -238,6 +252,16 @@ def test_stop_kills_a_server_that_ignores_shutdown():
     backend.stop(timeout=0.5)
     assert time.monotonic() - started < 5
     assert backend.state == "stopped" and backend.returncode is not None
+
+
+def test_the_client_needs_only_the_standard_library():
+    # The Blender extension imports it from the bundled wheel: no numpy, no torch there.
+    import subprocess
+
+    code = ("import sys, mvdpp.client; "
+            "heavy = sorted({'numpy', 'torch', 'PIL', 'diffusers', 'bpy'} & set(sys.modules)); print(heavy)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
 def test_missing_interpreter_is_a_clear_error(tmp_path):

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from mvdpp.errors import MVDPPError
-from mvdpp.service import images
 from mvdpp.service.images import OBJECT_FILL, load_input, load_inputs
 
 RES = 64

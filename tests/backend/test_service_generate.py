@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -139,6 +138,9 @@ def test_serve_is_ready_with_the_model(server, opaque_checkpoint):
     assert server.ready_event["checkpoint"] == str(opaque_checkpoint)
     assert server.ready_event["resolution"] == 64
     assert server.state == "ready"
+    if sys.platform.startswith("linux"):  # it opens no network port (nor any other socket)
+        fd_dir = Path(f"/proc/{server.pid}/fd")
+        assert not [os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir) if "socket" in os.readlink(fd_dir / fd)]
 
 
 def test_serve_generate_round_trip_with_mesh_and_reconstruct(server, inputs, tmp_path):
@@ -219,6 +221,23 @@ def test_serve_bad_requests_get_errors_and_the_server_keeps_running(server, inpu
     assert event["type"] == "error" and event["code"] == code and expected in event["message"]
     assert not (tmp_path / "r").exists()
     assert server.ping()["type"] == "pong"
+
+
+@pytest.mark.parametrize(
+    "request_fields, code, expected",
+    [
+        ({"views_dir": "{tmp}", "out": "{tmp}/m.glb"}, "bad_input", "cameras.json is missing"),
+        ({"views_dir": "{tmp}", "out": "{tmp}/m.stl"}, "bad_input", "m.stl"),
+        ({"views_dir": "{tmp}", "out": "{tmp}/m.glb", "quality": "ultra"}, "bad_request", "ultra"),
+        ({"out": "{tmp}/m.glb"}, "bad_request", "views_dir"),
+        ({"views_dir": "{tmp}", "out": "{tmp}/m.glb", "detail": 3}, "bad_request", "detail"),
+    ],
+)
+def test_serve_bad_reconstruct_requests(server, tmp_path, request_fields, code, expected):
+    request = {"type": "reconstruct", **{k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in request_fields.items()}}
+    event = server.wait_for(server.send(request), timeout=30)
+    assert event["type"] == "error" and event["code"] == code and expected in event["message"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -150,6 +149,9 @@ def test_gpu_out_of_memory_is_a_clear_error(pipe, image, tmp_path, monkeypatch):
     assert info.value.code == errors.OUT_OF_MEMORY
     assert "ran out of memory" in info.value.message and "--low-vram" in info.value.hint
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(MVDPPError) as info:  # already in low-VRAM mode: other advice
+        run_generate(pipe, [image], tmp_path / "r", GenerateSettings(steps=2, guidance=1.0, mesh=False), low_vram=True)
+    assert info.value.code == errors.OUT_OF_MEMORY and "already on" in info.value.hint
 
 
 @pytest.mark.parametrize("raised", [RuntimeError("CUDA error: out of memory"), MemoryError()])

@@ -143,11 +143,13 @@ class BackendProcess:
                 "Check the Python interpreter path of the MVD++ backend in the add-on preferences.",
             ) from exc
         self._state = STARTING
-        proc = self._proc
-        self._threads = [
-            threading.Thread(target=self._read_stdout, args=(proc,), name="mvdpp-client-stdout", daemon=True),
-            threading.Thread(target=self._read_stderr, args=(proc,), name="mvdpp-client-stderr", daemon=True),
-        ]
+        # Each reader gets this process and this queue: after a restart, readers of the old
+        # process cannot touch the new one's events or state.
+        proc, events = self._proc, self._events
+        stderr_reader = threading.Thread(target=self._read_stderr, args=(proc,), name="mvdpp-client-stderr", daemon=True)
+        stdout_reader = threading.Thread(target=self._read_stdout, args=(proc, events, stderr_reader),
+                                         name="mvdpp-client-stdout", daemon=True)
+        self._threads = [stderr_reader, stdout_reader]
         for thread in self._threads:
             thread.start()
 
@@ -313,7 +315,7 @@ class BackendProcess:
                     event = self._events.get(timeout=remaining)
                 except queue.Empty:
                     continue
-                if event.get("type") == protocol.ERROR and event.get("id") is None:
+                if event.get("type") == protocol.ERROR and (event.get("id") is None or event.get("code") == BACKEND_EXITED):
                     kept.append(event)
                     raise BackendError(event.get("code", ""), event.get("message", ""), event.get("hint", ""), event)
                 if event.get("type") != protocol.READY:
@@ -362,7 +364,7 @@ class BackendProcess:
 
     # ------------------------------------------------------------------ reader threads
 
-    def _read_stdout(self, proc: subprocess.Popen) -> None:
+    def _read_stdout(self, proc: subprocess.Popen, events: queue.Queue, stderr_reader: threading.Thread) -> None:
         for raw in iter(proc.stdout.readline, b""):
             if not raw.strip():
                 continue
@@ -373,38 +375,42 @@ class BackendProcess:
                 text = raw.decode("utf-8", "replace").strip()[:200]
                 event = protocol.error_event(None, BACKEND_OUTPUT, f"The backend wrote an unreadable line ({exc}): {text}",
                                              "This is a bug in the backend; please report it with the backend log.")
-            self._track_state(event)
-            self._events.put(event)
+            if proc is self._proc:
+                self._track_state(event)
+            events.put(event)
         returncode = proc.wait()
+        stderr_reader.join(timeout=2.0)  # so that the tail includes the server's last words
+        if proc is not self._proc:
+            return
         with self._lock:
             self._state = STOPPED
-        self.returncode = returncode
-        # Let the stderr reader finish so that the tail includes the server's last words.
-        for thread in self._threads:
-            if thread is not threading.current_thread() and thread.name == "mvdpp-client-stderr":
-                thread.join(timeout=2.0)
-        if not (self._stopping or self._said_bye):
+            self.returncode = returncode
+            job_id, expected = self._job_id, self._stopping or self._said_bye
+            self._job_id = None
+        if not expected:
             tail = self.stderr_tail()
             message = f"The MVD++ backend exited unexpectedly (exit code {returncode})."
             last = _last_meaningful_line(tail)
             if last:
                 message += f" Last log line: {last}"
             event = protocol.error_event(
-                self._job_id, BACKEND_EXITED, message,
-                "See the backend log below; restart the backend to try again. If it was killed for "
-                "memory, try low-VRAM mode or fewer steps.",
+                job_id, BACKEND_EXITED, message,
+                "See the backend log; restart the backend to try again. If it was killed for lack of "
+                "memory, try low-VRAM mode or fewer input images.",
             )
             event["stderr_tail"] = tail
             event["returncode"] = returncode
-            self._events.put(event)
+            events.put(event)
 
     def _read_stderr(self, proc: subprocess.Popen) -> None:
+        tail = self._stderr_tail
         for raw in iter(proc.stderr.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            # tqdm redraws with carriage returns: keep only the latest state of such a line
+            # progress bars redraw with carriage returns: keep only the latest state of such a line
             line = line.rsplit("\r", 1)[-1]
             with self._lock:
-                self._stderr_tail.append(line)
+                if proc is self._proc:
+                    tail.append(line)
 
     def _track_state(self, event: dict) -> None:
         kind = event.get("type")

@@ -5,7 +5,9 @@ package and its pretrained weights are available locally (else ``None``; see ``l
 Meshes (objects normalised to the unit cube, as the rig's world frame is): Chamfer distance =
 the mean of the two directed mean nearest-neighbour L2 distances between ``samples`` points
 drawn on each surface; F-score at a distance threshold; volume IoU of the two solids on a
-voxel grid. numpy + scipy only (torch only for LPIPS, imported on use).
+voxel grid. "Surface" and "solid" mean those of the union of the mesh's closed parts: faces
+buried inside another part (procedural objects are concatenated, overlapping primitives) are
+no surface of the object and are not sampled. numpy + scipy only (torch only for LPIPS, imported on use).
 """
 
 from __future__ import annotations
@@ -88,6 +90,58 @@ def lpips(image_a, image_b) -> float | None:
 # ---------------------------------------------------------------------------------- meshes
 def sample_surface(mesh, count: int = DEFAULT_SURFACE_SAMPLES, seed: int = 0) -> np.ndarray:
     """``count`` points drawn uniformly (by area) on the mesh's surface, reproducibly."""
+    return _sample_with_faces(mesh, count, seed)[0]
+
+
+def _part_labels(mesh) -> np.ndarray:
+    """Connected-component label of every face (the closed parts a mesh is concatenated from)."""
+    import trimesh
+
+    return trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
+
+
+def solid_surface_samples(mesh, count: int = DEFAULT_SURFACE_SAMPLES, seed: int = 0,
+                          resolution: int = 192) -> np.ndarray:
+    """``count`` points on the boundary of the solid a mesh encloses.
+
+    Objects concatenated from overlapping closed parts (the procedural objects) have faces
+    inside other parts; those are no surface of the object and no reconstruction can see them.
+    Points more than one voxel (1.1 / ``resolution``) deep inside another part are dropped.
+    A mesh of one part (or disjoint parts) is sampled as it is.
+    """
+    labels = _part_labels(mesh)
+    if labels.max(initial=0) == 0:
+        return sample_surface(mesh, count, seed)
+    from scipy.ndimage import binary_erosion
+
+    rng_seed = seed
+    kept: list[np.ndarray] = []
+    have = 0
+    interiors = []
+    for label in range(labels.max() + 1):
+        part = mesh.submesh([np.nonzero(labels == label)[0]], append=True)
+        interiors.append(binary_erosion(voxelize(part, resolution), iterations=1))
+    face_part = labels
+    while have < count:
+        points, faces = _sample_with_faces(mesh, 2 * count, rng_seed)
+        rng_seed += 1000
+        pitch = 2.0 * IOU_BOX_HALF / resolution
+        idx = np.clip(np.floor((points + IOU_BOX_HALF) / pitch).astype(int), 0, resolution - 1)
+        buried = np.zeros(len(points), dtype=bool)
+        for label, interior in enumerate(interiors):
+            other = face_part[faces] != label
+            buried |= other & interior[idx[:, 0], idx[:, 1], idx[:, 2]]
+        kept.append(points[~buried])
+        have += int((~buried).sum())
+        if rng_seed > seed + 10_000:  # a degenerate mesh that is all interior: give up cleanly
+            break
+    points = np.concatenate(kept)
+    if len(points) == 0:
+        raise ValueError("the mesh has no outer surface to sample")
+    return points[:count]
+
+
+def _sample_with_faces(mesh, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     triangles = np.asarray(mesh.triangles, dtype=np.float64)
     areas = np.asarray(mesh.area_faces, dtype=np.float64)
@@ -98,7 +152,7 @@ def sample_surface(mesh, count: int = DEFAULT_SURFACE_SAMPLES, seed: int = 0) ->
     flip = u + v > 1.0
     u[flip], v[flip] = 1.0 - u[flip], 1.0 - v[flip]
     tri = triangles[faces]
-    return tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])
+    return tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0]), faces
 
 
 def _directed_distances(points_a: np.ndarray, points_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,22 +165,35 @@ def _directed_distances(points_a: np.ndarray, points_b: np.ndarray) -> tuple[np.
 
 def chamfer_distance(mesh_a, mesh_b, samples: int = DEFAULT_SURFACE_SAMPLES, seed: int = 0) -> float:
     """Mean of the two directed mean nearest-neighbour L2 distances (not squared)."""
-    a_to_b, b_to_a = _directed_distances(sample_surface(mesh_a, samples, seed), sample_surface(mesh_b, samples, seed))
+    a_to_b, b_to_a = _directed_distances(solid_surface_samples(mesh_a, samples, seed),
+                                         solid_surface_samples(mesh_b, samples, seed))
     return float(0.5 * (a_to_b.mean() + b_to_a.mean()))
 
 
 def f_score(mesh_pred, mesh_true, threshold: float = DEFAULT_FSCORE_THRESHOLD, samples: int = DEFAULT_SURFACE_SAMPLES,
             seed: int = 0) -> float:
     """Harmonic mean of precision (predicted points within ``threshold`` of the truth) and recall."""
-    pred_to_true, true_to_pred = _directed_distances(sample_surface(mesh_pred, samples, seed),
-                                                     sample_surface(mesh_true, samples, seed))
+    pred_to_true, true_to_pred = _directed_distances(solid_surface_samples(mesh_pred, samples, seed),
+                                                     solid_surface_samples(mesh_true, samples, seed))
     precision = float((pred_to_true < threshold).mean())
     recall = float((true_to_pred < threshold).mean())
     return 0.0 if precision + recall == 0 else 2.0 * precision * recall / (precision + recall)
 
 
+def solid_occupancy(mesh, resolution: int = DEFAULT_IOU_RESOLUTION, half_size: float = IOU_BOX_HALF) -> np.ndarray:
+    """Occupancy of the solid a mesh encloses: the union of its closed parts, each filled on its
+    own (one parity fill of overlapping parts would empty their overlaps)."""
+    labels = _part_labels(mesh)
+    if labels.max(initial=0) == 0:
+        return voxelize(mesh, resolution, half_size)
+    occupied = np.zeros((resolution,) * 3, dtype=bool)
+    for label in range(labels.max() + 1):
+        occupied |= voxelize(mesh.submesh([np.nonzero(labels == label)[0]], append=True), resolution, half_size)
+    return occupied
+
+
 def voxelize(mesh, resolution: int = DEFAULT_IOU_RESOLUTION, half_size: float = IOU_BOX_HALF) -> np.ndarray:
-    """Solid occupancy (R, R, R) bool of voxel centres in [-half, half]^3, indexed [x, y, z].
+    """Occupancy (R, R, R) bool of voxel centres in [-half, half]^3, indexed [x, y, z], by parity.
 
     Counts crossings of a +Z ray from each voxel centre column (parity fill): every triangle
     toggles the column from its crossing height upwards. Exact for closed meshes; the columns
@@ -165,6 +232,6 @@ def voxelize(mesh, resolution: int = DEFAULT_IOU_RESOLUTION, half_size: float = 
 
 def volume_iou(mesh_a, mesh_b, resolution: int = DEFAULT_IOU_RESOLUTION) -> float:
     """Intersection over union of the two solids on a ``resolution``^3 grid over the unit cube."""
-    a, b = voxelize(mesh_a, resolution), voxelize(mesh_b, resolution)
+    a, b = solid_occupancy(mesh_a, resolution), solid_occupancy(mesh_b, resolution)
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)

@@ -6,7 +6,7 @@ HELP = "serve generate/reconstruct requests as JSON lines on stdin/stdout (for t
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--checkpoint", help="pipeline folder to load (default: the embedded model)")
+    parser.add_argument("--checkpoint", metavar="DIR", help="pipeline folder to load (default: the embedded model)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                         help="where the model runs (default: CUDA when available, else the CPU)")
     parser.add_argument("--low-vram", action="store_true",

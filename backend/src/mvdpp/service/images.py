@@ -71,19 +71,21 @@ def read_image(path: str | os.PathLike):
         with warnings.catch_warnings():
             # our own per-side limit below gives the clearer message; Pillow's hard limit stays
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            image_format = image.format
-            width, height = image.size
-            if width > MAX_SIDE_PX or height > MAX_SIDE_PX:
-                raise bad_input(path, f"is too large ({width} x {height} pixels; at most {MAX_SIDE_PX} per side)",
-                                "Scale the image down; 1024 pixels per side is plenty.")
-            if min(width, height) < MIN_SIDE_PX:
-                raise bad_input(path, f"is too small ({width} x {height} pixels)", "Use an image at least 256 pixels per side.")
-            if image_format not in SUPPORTED_FORMATS:
-                raise bad_input(path, f"is a {image_format} image, which is not supported",
-                                f"Convert it to {SUPPORTED_LIST}.")
-            image.load()  # decode now: truncated or corrupt data fails here, not later
-            image = ImageOps.exif_transpose(image)
+            with Image.open(path) as opened:  # closes the file (multi-frame formats keep it open otherwise)
+                width, height = opened.size
+                if width > MAX_SIDE_PX or height > MAX_SIDE_PX:
+                    raise bad_input(path, f"is too large ({width} x {height} pixels; at most {MAX_SIDE_PX} per side)",
+                                    "Scale the image down; 1024 pixels per side is plenty.")
+                if min(width, height) < MIN_SIDE_PX:
+                    raise bad_input(path, f"is too small ({width} x {height} pixels)",
+                                    "Use an image at least 256 pixels per side.")
+                if opened.format not in SUPPORTED_FORMATS:
+                    raise bad_input(path, f"is a {opened.format} image, which is not supported",
+                                    f"Convert it to {SUPPORTED_LIST}.")
+                opened.load()  # decode now: truncated or corrupt data fails here, not later
+                image = ImageOps.exif_transpose(opened)
+                if image is opened:
+                    image = opened.copy()
     except MVDPPError:
         raise
     except Image.DecompressionBombError as exc:
@@ -275,7 +277,7 @@ def check_files(paths) -> list[Path]:
     """Check the count and that every file is a readable image, without the masking work."""
     paths = check_input_count(paths)
     for path in paths:
-        read_image(path).close()
+        read_image(path)
     return paths
 
 

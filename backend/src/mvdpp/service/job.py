@@ -191,7 +191,7 @@ def load_pipeline(checkpoint: str | os.PathLike | None, device: str = "auto", lo
         raise MVDPPError(errors.CHECKPOINT, f"The checkpoint {folder} cannot be loaded ({type(exc).__name__}: {exc})".strip(),
                          "Check that it is a complete pipeline folder from `mvdpp train` of this MVD++ version.") from exc
     pipe.set_progress_bar_config(disable=True)  # the job reports progress itself
-    with translate_out_of_memory("loading the model"):
+    with translate_out_of_memory("loading the model", low_vram):
         if low_vram and device == "cuda":
             apply_low_vram(pipe, device)
         else:
@@ -217,18 +217,21 @@ def apply_low_vram(pipe, device: str) -> None:
 
 OUT_OF_MEMORY_HINT = ("Enable low-VRAM mode (--low-vram, or the add-on's Low VRAM option), close other programs "
                       "using the GPU, or use fewer input images.")
+OUT_OF_MEMORY_HINT_LOW_VRAM = ("Low-VRAM mode is already on: close other programs using the GPU, use fewer input images, "
+                               "a lower mesh quality, or the CPU (--device cpu, much slower).")
 
 
 @contextlib.contextmanager
-def translate_out_of_memory(what: str):
+def translate_out_of_memory(what: str, low_vram: bool = False):
     """Turn running out of GPU (or host) memory into a clear MVDPPError with advice."""
+    hint = OUT_OF_MEMORY_HINT_LOW_VRAM if low_vram else OUT_OF_MEMORY_HINT
     try:
         yield
     except MVDPPError as exc:
         if exc.code != errors.OUT_OF_MEMORY:
             raise
         _free_gpu_memory()
-        raise MVDPPError(errors.OUT_OF_MEMORY, f"The GPU ran out of memory while {what}.", OUT_OF_MEMORY_HINT) from exc
+        raise MVDPPError(errors.OUT_OF_MEMORY, f"The GPU ran out of memory while {what}.", hint) from exc
     except MemoryError as exc:
         gc.collect()
         raise MVDPPError(errors.OUT_OF_MEMORY, f"The computer ran out of memory while {what}.",
@@ -237,7 +240,7 @@ def translate_out_of_memory(what: str):
         if "out of memory" not in str(exc).lower():
             raise
         _free_gpu_memory()
-        raise MVDPPError(errors.OUT_OF_MEMORY, f"The GPU ran out of memory while {what}.", OUT_OF_MEMORY_HINT) from exc
+        raise MVDPPError(errors.OUT_OF_MEMORY, f"The GPU ran out of memory while {what}.", hint) from exc
 
 
 def _free_gpu_memory() -> None:
@@ -352,12 +355,12 @@ def run_generate(
         check_cancel()
         return callback_kwargs
 
-    with cancellation_points(pipe, should_cancel), translate_out_of_memory("generating the views"), torch.inference_mode():
+    with cancellation_points(pipe, should_cancel), translate_out_of_memory("generating the views", low_vram), torch.inference_mode():
         output = pipe(
             [item.image for item in inputs],
             num_inference_steps=settings.steps,
             guidance_scale=settings.guidance,
-            generator=torch.Generator().manual_seed(seed),  # CPU noise: the same seed gives the same views on any device
+            generator=torch.Generator().manual_seed(seed),  # CPU noise: a seed means the same noise on any device
             callback_on_step_end=on_step_end,
             output_type="pil",
             scheduler=scheduler,
@@ -376,7 +379,7 @@ def run_generate(
 
         check_views_show_an_object(views)
         mesh_timings: dict = {}
-        with timer("mesh"), translate_out_of_memory("reconstructing the mesh"):
+        with timer("mesh"), translate_out_of_memory("reconstructing the mesh", low_vram):
             mesh = reconstruct(
                 [np.asarray(view.convert("RGBA")) for view in views], cameras, quality=settings.mesh_quality, device=device,
                 progress=lambda stage, step, total: progress(f"mesh:{stage}", step, total),

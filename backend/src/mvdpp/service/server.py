@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import BinaryIO, Callable
 
@@ -29,6 +30,9 @@ MAX_LINE_BYTES = 1 << 20
 #: How long shutdown waits for a cancelled job to wind down before leaving anyway.
 SHUTDOWN_JOB_WAIT_S = 10.0
 NOT_RUNNING = "not_running"
+#: Progress events of one stage at most this often (the first and last step always go out), so a
+#: stage with thousands of small steps cannot flood the client.
+PROGRESS_INTERVAL_S = 0.05
 
 #: A job handler: (request, progress(stage, step, total), should_cancel()) -> result fields
 #: (e.g. {"folder": "..."}). It raises MVDPPError for users' errors and JobCancelled when
@@ -181,10 +185,17 @@ class Server:
         handler = self.handlers[request["type"]]
         clock = ProgressClock()
 
+        last_sent = {"stage": None, "at": 0.0}
+
         def progress(stage: str, step: int, total: int) -> None:
             if self._cancel.is_set():
                 raise JobCancelled()
-            self.emit({"type": protocol.PROGRESS, "id": request_id, **clock.update(stage, step, total).as_event_fields()})
+            update = clock.update(stage, step, total)
+            now = time.monotonic()
+            if stage == last_sent["stage"] and step < total and now - last_sent["at"] < PROGRESS_INTERVAL_S:
+                return
+            last_sent.update(stage=stage, at=now)
+            self.emit({"type": protocol.PROGRESS, "id": request_id, **update.as_event_fields()})
 
         try:
             # A job that returns has committed its result: a cancel arriving after that is too late.
