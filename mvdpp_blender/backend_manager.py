@@ -272,6 +272,16 @@ installer = Installer()
 # --- the backend process and its jobs ------------------------------------------------------------
 
 
+#: The share of a whole job each stage family takes (for one overall progress bar).
+STAGE_SPANS = {"starting backend": (0.0, 0.0), "queued": (0.0, 0.0), "load_inputs": (0.0, 0.03), "denoise": (0.03, 0.75),
+               "decode": (0.75, 0.8), "mesh": (0.8, 0.97), "write": (0.97, 1.0)}
+#: With a follow-up reconstruct request the views are saved before the mesh is built.
+TWO_PHASE_SPANS = dict(STAGE_SPANS, write=(0.8, 0.82), mesh=(0.82, 1.0))
+STAGE_LABELS = {"starting backend": "Starting the backend (loading the model)", "queued": "Queued",
+                "load_inputs": "Preparing images", "denoise": "Generating views", "decode": "Decoding views",
+                "mesh": "Building the mesh", "write": "Saving"}
+
+
 class GenerateJob:
     """One generate request and what the backend said about it so far."""
 
@@ -295,14 +305,23 @@ class GenerateJob:
 
     @property
     def fraction(self) -> float:
-        return min(1.0, self.step / self.total) if self.total else 0.0
+        """Overall progress 0-1 (never goes back), from the stage and its step."""
+        family = self.stage.split(":", 1)[0]
+        spans = STAGE_SPANS if self.reconstruct_request is None else TWO_PHASE_SPANS
+        start, end = spans.get(family, (0.0, 0.0))
+        within = min(1.0, self.step / self.total) if self.total else 0.0
+        self._fraction = max(getattr(self, "_fraction", 0.0), start + (end - start) * within)
+        return self._fraction
 
     def status_text(self) -> str:
-        text = self.stage.replace("_", " ").capitalize()
+        family, _, detail = self.stage.partition(":")
+        text = STAGE_LABELS.get(family, family.replace("_", " ").capitalize())
+        if detail:
+            text += f" ({detail.replace('_', ' ')})"
         if self.total:
             text += f" {self.step}/{self.total}"
         if self.eta_s is not None and self.eta_s >= 0:
-            text += f" · {format_seconds(self.eta_s)} left"
+            text += f" · {format_seconds(self.eta_s)} left"  # the server estimates the current stage
         if self.cancel_requested_at is not None:
             text = "Cancelling..."
         return text
