@@ -302,6 +302,7 @@ class GenerateJob:
         self.folder: str | None = None
         self.error_code = self.error_message = self.error_hint = ""
         self.cancel_requested_at: float | None = None
+        self._fraction = 0.0
 
     @property
     def fraction(self) -> float:
@@ -310,7 +311,7 @@ class GenerateJob:
         spans = STAGE_SPANS if self.reconstruct_request is None else TWO_PHASE_SPANS
         start, end = spans.get(family, (0.0, 0.0))
         within = min(1.0, self.step / self.total) if self.total else 0.0
-        self._fraction = max(getattr(self, "_fraction", 0.0), start + (end - start) * within)
+        self._fraction = max(self._fraction, start + (end - start) * within)
         return self._fraction
 
     def status_text(self) -> str:
@@ -343,6 +344,7 @@ class BackendSession:
         self.last_error = ""
         self.last_hint = ""
         self._dead_since: float | None = None
+        self._startup_error: dict | None = None
 
     # state for the UI: NOT_INSTALLED, STOPPED, STARTING, READY, BUSY
     def state(self, prefs=None) -> str:
@@ -365,8 +367,7 @@ class BackendSession:
         return label
 
     def _alive(self) -> bool:
-        state = getattr(self.process, "state", None)
-        return state not in ("exited", "stopped", "dead", "failed")
+        return self.process is not None and self.process.is_running()
 
     def ensure_started(self, prefs) -> None:
         """Start the backend (or restart it when its settings changed); raises BackendUnavailable."""
@@ -387,6 +388,7 @@ class BackendSession:
             raise BackendUnavailable(f"The backend interpreter {python} cannot be started: {exc}") from exc
         self.process, self.config, self.ready, self.ready_info = process, config, False, {}
         self._dead_since = None
+        self._startup_error: dict | None = None
 
     def submit(self, prefs, request: dict, settings: dict | None = None, reconstruct_request: dict | None = None) -> GenerateJob:
         """Start a generate job (one at a time); the request is sent as soon as the backend is ready."""
@@ -401,8 +403,20 @@ class BackendSession:
         return job
 
     def _send_job(self, job: GenerateJob) -> None:
-        job.request_id = self.process.send(dict(job.request, type="generate"))
-        job.stage = "queued"
+        request_id = self._send(job, dict(job.request, type="generate"))
+        if request_id is not None:
+            job.request_id, job.stage = request_id, "queued"
+
+    def _send(self, job: GenerateJob, request: dict) -> str | None:
+        """Send a request for ``job``; a backend that just died fails the job instead of raising."""
+        from mvdpp.client import BackendError
+
+        try:
+            return self.process.send(request)
+        except BackendError as exc:
+            job._finish("error", exc.code, exc.message, exc.hint or INSTALL_HINT)
+            self.last_error, self.last_hint = job.error_message, job.error_hint
+            return None
 
     def cancel(self) -> None:
         job = self.job
@@ -413,7 +427,10 @@ class BackendSession:
             return
         if job.cancel_requested_at is None:
             job.cancel_requested_at = time.monotonic()
-            self.process.send({"type": "cancel"})
+            try:
+                self.process.send({"type": "cancel"})
+            except Exception:  # the backend is gone: nothing runs any more
+                self.stop()
 
     def stop(self) -> None:
         if self.process is not None:
@@ -432,6 +449,8 @@ class BackendSession:
         process = self.process
         for event in process.poll_events():
             self._handle(event)
+            if self.process is not process:  # it exited or was stopped: the rest is stale
+                break
         if self.process is process and not process.is_running():
             # The client reports a dead server with a backend_exited event; should that event never
             # come (a reader thread that failed), say so ourselves instead of waiting forever.
@@ -439,7 +458,7 @@ class BackendSession:
                 self._dead_since = time.monotonic()
             elif time.monotonic() - self._dead_since > EXIT_EVENT_GRACE_S:
                 self._handle({"type": "error", "code": "backend_exited",
-                              "message": f"The MVD++ backend exited (exit code {process._proc.poll() if process._proc else '?'}). "
+                              "message": f"The MVD++ backend exited (exit code {process.returncode}). "
                                          f"{_last_line(process.stderr_tail())}".strip()})
         job = self.job
         if job is not None and not job.finished and job.cancel_requested_at is not None:
@@ -457,7 +476,11 @@ class BackendSession:
         if kind == "error" and event.get("code") == "backend_exited":
             message = event.get("message") or "The backend stopped unexpectedly"
             hint = event.get("hint") or INSTALL_HINT
-            if not self.ready:
+            if not self.ready and self._startup_error is not None:
+                # it said why before exiting (a missing checkpoint, no CUDA device, ...)
+                message = self._startup_error.get("message") or message
+                hint = self._startup_error.get("hint") or ""
+            elif not self.ready:
                 # it died before it could load: the interpreter lacks mvdpp/torch or is no Python at all
                 message = "The backend could not start: " + message
                 hint = INSTALL_HINT
@@ -470,6 +493,9 @@ class BackendSession:
                 print(f"MVD++: cleaning up the exited backend: {exc}", file=sys.stderr)
             if job is not None and not job.finished:
                 job._finish("error", "backend_exited", message, hint)
+            return
+        if kind == "error" and not self.ready and event.get("id") is None:
+            self._startup_error = event  # the exit event follows; it reports this
             return
         if job is None or job.finished or event.get("id") != job.request_id:
             if kind == "error":
@@ -487,8 +513,10 @@ class BackendSession:
             if job.reconstruct_request is not None and job.request_id != job.reconstruct_id:
                 # the views are written; now the mesh at the detail the user chose
                 request = dict(job.reconstruct_request, views_dir=job.folder, out=os.path.join(job.folder, "mesh.glb"))
-                job.reconstruct_id = job.request_id = self.process.send(request)
-                job.stage, job.step, job.total, job.eta_s = "mesh", 0, 0, None
+                request_id = self._send(job, request)
+                if request_id is not None:
+                    job.reconstruct_id = job.request_id = request_id
+                    job.stage, job.step, job.total, job.eta_s = "mesh", 0, 0, None
                 return
             job._finish("result")
         elif kind == "cancelled":

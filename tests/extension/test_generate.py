@@ -86,8 +86,16 @@ def test_generate_cancel_and_backend_errors(tmp_path, extension_zip, run_blender
         except api.GenerationError as exc:
             report(broken_message=exc.message, broken_hint=exc.hint, broken_s=time.monotonic() - t)
 
-        # 3. the real backend with the tiny model on the CPU, through the operator as a script would
+        # 3. a working interpreter but a checkpoint that does not exist: the backend's own reason
         prefs.custom_python = {sys.executable!r}
+        prefs.checkpoint = {str(tmp_path / "no_such_checkpoint")!r}
+        prefs.device = "cpu"
+        try:
+            api.generate([{str(image)!r}])
+        except api.GenerationError as exc:
+            report(checkpoint_message=exc.message, checkpoint_hint=exc.hint)
+
+        # 4. the real backend with the tiny model on the CPU, through the operator as a script would
         prefs.checkpoint = {str(opaque_tiny_checkpoint)!r}
         prefs.device = "cpu"
         prefs.results_folder = {str(tmp_path / "results")!r}
@@ -106,7 +114,7 @@ def test_generate_cancel_and_backend_errors(tmp_path, extension_zip, run_blender
                seed=root.get("mvdpp_seed"), steps=root.get("mvdpp_steps"), folder=root.get("mvdpp_folder"),
                state_after=api.backend_state(), generate_s=time.monotonic() - started, last_result=status.last_result)
 
-        # 4. cancel mid-denoising (backend warm): the scene is exactly as before
+        # 5. cancel mid-denoising (backend warm): the scene is exactly as before
         before = snapshot()
         started_cancel = time.monotonic()
         seen = []
@@ -140,6 +148,9 @@ def test_generate_cancel_and_backend_errors(tmp_path, extension_zip, run_blender
     assert "not installed" in r["missing_message"] and "Install Backend" in r["missing_hint"]
     assert r["state_missing"] == "NOT_INSTALLED"
     assert "could not start" in r["broken_message"] and "Install Backend" in r["broken_hint"]
+
+    assert "no_such_checkpoint" in r["checkpoint_message"] and "does not exist" in r["checkpoint_message"]
+    assert r["checkpoint_hint"] and "Install Backend" not in r["checkpoint_hint"]
 
     assert r["op_result"] == ["FINISHED"]
     assert (r["cameras"], r["planes"], r["meshes"]) == (32, 32, 1)
