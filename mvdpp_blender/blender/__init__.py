@@ -1,0 +1,1 @@
+"""Blender-side helpers (bpy only, main thread)."""

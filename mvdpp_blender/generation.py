@@ -1,0 +1,205 @@
+"""From reference images and settings to a backend request, and from a finished job to the scene.
+
+Shared by the Generate operator (modal) and the scripting API (blocking) so both behave the same.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import bpy
+
+from . import backend_manager
+from .blender import importer
+from .preferences import get_preferences
+
+MAX_REFERENCE_IMAGES = 10
+SETTING_KEYS = ("steps", "guidance", "seed", "scheduler", "mesh_detail", "import_views", "import_mesh")
+DEFAULT_SETTINGS = {"steps": 30, "guidance": 3.0, "seed": None, "scheduler": "auto", "mesh_detail": "auto",
+                    "import_views": True, "import_mesh": True}
+
+
+class GenerationError(Exception):
+    """Why a generation cannot start or failed (message) and what to do (hint)."""
+
+    def __init__(self, message: str, hint: str = "", code: str = ""):
+        super().__init__(message)
+        self.message, self.hint, self.code = message, hint, code
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+def scene_settings(scene) -> dict:
+    props = scene.mvdpp
+    settings = {key: getattr(props, key) for key in SETTING_KEYS}
+    if props.random_seed:
+        settings["seed"] = None  # the backend draws it; the imported result records it
+    return settings
+
+
+def image_file(image: bpy.types.Image) -> str:
+    """A file the backend can read for this image; packed, generated or edited images are saved out."""
+    path = Path(bpy.path.abspath(image.filepath_from_user())) if image.filepath else None
+    if path is not None and path.is_file() and image.packed_file is None and not image.is_dirty and image.source == "FILE":
+        return str(path)
+    folder = backend_manager.user_dir() / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{_safe_name(image.name)}-{int(time.time() * 1000)}.png"
+    if image.size[0] == 0 or image.size[1] == 0:
+        raise GenerationError(f"The reference image '{image.name}' has no pixels", "Reload or replace it")
+    # save_copy writes the pixels without changing the user's image (path, format, packing)
+    image.save(filepath=str(target), save_copy=True)
+    return str(target)
+
+
+def reference_paths(images) -> list[str]:
+    images = [image for image in images if image is not None]
+    if not images:
+        raise GenerationError("Add at least one reference image", "Use the + buttons under the reference image list")
+    if len(images) > MAX_REFERENCE_IMAGES:
+        raise GenerationError(f"{len(images)} reference images given; the model takes at most {MAX_REFERENCE_IMAGES}",
+                              "Remove some from the list")
+    return [image_file(image) for image in images]
+
+
+def check_paths(paths) -> list[str]:
+    paths = [str(Path(p).absolute()) for p in paths]
+    if not paths:
+        raise GenerationError("Give at least one reference image path")
+    if len(paths) > MAX_REFERENCE_IMAGES:
+        raise GenerationError(f"{len(paths)} reference images given; the model takes at most {MAX_REFERENCE_IMAGES}")
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise GenerationError(f"Reference image not found: {missing[0]}", "Check the path")
+    return paths
+
+
+def new_result_folder(prefs, first_image: str) -> Path:
+    base = backend_manager.results_dir(prefs)
+    stem = _safe_name(Path(first_image).stem)[:40] or "result"
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{stem}"
+    folder, n = base / name, 1
+    while folder.exists():
+        n += 1
+        folder = base / f"{name}-{n}"
+    return folder
+
+
+def build_requests(paths: list[str], out: Path, settings: dict) -> tuple[dict, dict | None]:
+    """The protocol's generate request (mvdpp.protocol), plus a reconstruct request when the mesh
+    is wanted at a detail other than automatic (generate always reconstructs at "auto")."""
+    request = {
+        "images": list(paths),
+        "out": str(out),
+        "steps": int(settings["steps"]),
+        "guidance": float(settings["guidance"]),
+        "mesh": bool(settings["import_mesh"]),
+    }
+    if settings.get("seed") is not None:  # None: the backend draws one and records it in meta.json
+        request["seed"] = int(settings["seed"])
+    if settings.get("scheduler") not in (None, "auto"):  # "auto": the checkpoint's own sampler
+        request["scheduler"] = str(settings["scheduler"])
+    reconstruct = None
+    if settings["import_mesh"] and settings.get("mesh_detail", "auto") != "auto":
+        request["mesh"] = False
+        reconstruct = {"type": "reconstruct", "quality": str(settings["mesh_detail"])}
+    return request, reconstruct
+
+
+def start(paths: list[str], settings: dict, prefs=None) -> backend_manager.GenerateJob:
+    """Submit a job to the (warm or starting) backend; raises GenerationError with the fix."""
+    prefs = prefs if prefs is not None else get_preferences()
+    full = dict(DEFAULT_SETTINGS)
+    unknown = set(settings) - set(DEFAULT_SETTINGS)
+    if unknown:
+        raise GenerationError(f"Unknown setting(s): {', '.join(sorted(unknown))}", f"Use {', '.join(SETTING_KEYS)}")
+    full.update(settings)
+    out = new_result_folder(prefs, paths[0])
+    request, reconstruct = build_requests(paths, out, full)
+    try:
+        return backend_manager.session.submit(prefs, request, settings=dict(full, images=list(paths)),
+                                              reconstruct_request=reconstruct)
+    except backend_manager.BackendUnavailable as exc:
+        raise GenerationError(exc.message, exc.hint, exc.code) from exc
+
+
+def import_job_result(context, job: backend_manager.GenerateJob):
+    """Import a finished job's folder; returns the collection."""
+    settings = job.settings
+    # meta.json (written by the backend) holds the seed actually used and the full settings
+    extra = {"source_images": settings.get("images", []), "mesh_detail": settings.get("mesh_detail", "auto")}
+    try:
+        return importer.import_result(
+            context, job.folder, import_views=settings.get("import_views", True),
+            import_mesh=settings.get("import_mesh", True), extra_properties=extra,
+        )
+    except importer.ImportFailed as exc:
+        raise GenerationError(f"The result could not be imported: {exc}", "The folder may be incomplete; generate again") from exc
+
+
+def sync_status(window_manager) -> None:
+    """Copy the session's state into the window manager's status (what the panel draws)."""
+    status = getattr(window_manager, "mvdpp_status", None)
+    if status is None:
+        return
+    session = backend_manager.session
+    job = session.job
+    running = job is not None and not job.finished
+    _assign(status, "running", running)
+    _assign(status, "backend_state", session.state_label())
+    if running:
+        _assign(status, "progress", job.fraction)
+        _assign(status, "status_text", job.status_text())
+    if session.last_error:
+        _assign(status, "last_error", session.last_error)
+        _assign(status, "last_hint", session.last_hint)
+
+
+def _assign(owner, name, value) -> None:
+    # writing only on change keeps the redraws (and the undo-free status) quiet
+    if getattr(owner, name) != value:
+        setattr(owner, name, value)
+
+
+def report_error(window_manager, message: str, hint: str) -> None:
+    status = getattr(window_manager, "mvdpp_status", None)
+    if status is not None:
+        status.last_error, status.last_hint = message, hint
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
+
+
+# --- the background timer: keeps the status fresh and drains the backend's events ---------------
+
+
+def _tick():
+    try:
+        backend_manager.session.poll()
+        wm = bpy.context.window_manager
+        if wm is not None:
+            sync_status(wm)
+            for window in wm.windows:
+                for area in window.screen.areas:
+                    if area.type == "VIEW_3D":
+                        for region in area.regions:
+                            if region.type == "UI":
+                                region.tag_redraw()
+    except Exception as exc:  # a timer that raises is dropped by Blender: report and keep going
+        print(f"MVD++: status update failed: {exc}")
+    session = backend_manager.session
+    return 0.2 if session.process is not None or (session.job and not session.job.finished) else 1.0
+
+
+def register():
+    if not bpy.app.timers.is_registered(_tick):
+        bpy.app.timers.register(_tick, first_interval=1.0, persistent=True)
+
+
+def unregister():
+    if bpy.app.timers.is_registered(_tick):
+        bpy.app.timers.unregister(_tick)

@@ -1,0 +1,76 @@
+"""Per-scene settings and reference images (saved in the .blend) and the live job status (not saved)."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+SCHEDULERS = [
+    ("auto", "Checkpoint Default", "The sampler the checkpoint was trained and tuned with"),
+    ("dpm++", "DPM++", "DPM-Solver++ multistep: good views in few steps"),
+    ("ddim", "DDIM", "Deterministic DDIM sampling"),
+    ("euler", "Euler", "Euler discrete sampling"),
+    ("ddpm", "DDPM", "Ancestral DDPM sampling: needs many steps"),
+]
+MESH_DETAILS = [
+    ("auto", "Automatic", "Standard on a GPU, Draft on the CPU"),
+    ("draft", "Draft", "Fast, coarse mesh"),
+    ("standard", "Standard", "Balanced"),
+    ("high", "High", "Finest mesh, slowest"),
+]
+
+
+class MVDPP_ReferenceImage(bpy.types.PropertyGroup):
+    image: PointerProperty(type=bpy.types.Image, name="Image")
+
+
+class MVDPP_SceneSettings(bpy.types.PropertyGroup):
+    images: CollectionProperty(type=MVDPP_ReferenceImage)
+    active_image_index: IntProperty(name="Active Reference Image", default=0)
+
+    steps: IntProperty(name="Steps", description="Denoising steps: more is slower and finer", default=30, min=1, max=200)
+    guidance: FloatProperty(name="Guidance", description="How closely the views follow the reference images",
+                            default=3.0, min=1.0, max=20.0, step=10, precision=1)
+    seed: IntProperty(name="Seed", description="Same seed and settings give the same result", default=0, min=0)
+    random_seed: BoolProperty(name="Random Seed", description="Pick a new seed for every generation", default=False)
+    scheduler: EnumProperty(name="Scheduler", items=SCHEDULERS, default="auto")
+    mesh_detail: EnumProperty(name="Mesh Detail", items=MESH_DETAILS, default="auto")
+    import_views: BoolProperty(name="Import Views", description="Add the 32 cameras with their generated views", default=True)
+    import_mesh: BoolProperty(name="Import Mesh", description="Reconstruct and add the coloured mesh", default=True)
+
+
+class MVDPP_Status(bpy.types.PropertyGroup):
+    """What the panel shows about the backend and the running job (lives on the window manager)."""
+
+    running: BoolProperty(default=False)
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    status_text: StringProperty(default="")
+    backend_state: StringProperty(default="")
+    last_error: StringProperty(default="")
+    last_hint: StringProperty(default="")
+    last_result: StringProperty(default="", subtype="DIR_PATH")
+
+
+classes = (MVDPP_ReferenceImage, MVDPP_SceneSettings, MVDPP_Status)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.mvdpp = PointerProperty(type=MVDPP_SceneSettings)
+    bpy.types.WindowManager.mvdpp_status = PointerProperty(type=MVDPP_Status)
+
+
+def unregister():
+    del bpy.types.WindowManager.mvdpp_status
+    del bpy.types.Scene.mvdpp
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
