@@ -357,3 +357,13 @@ def test_gradient_checkpointing_gives_the_same_gradients(pipe):
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4)
+
+
+def test_half_precision_models_keep_a_float32_sampler():
+    """bf16 models (as on GPUs) work end to end; the sampler state stays float32."""
+    pipe = build_pipeline("tiny", seed=0).to(dtype=torch.bfloat16)
+    seen = []
+    out = pipe([rgba_image(0)], num_inference_steps=2, guidance_scale=2.0, view_ids=[0, 5], output_type="np",
+               callback_on_step_end=lambda p, i, t, kw: seen.append(kw["latents"].dtype) or {})
+    assert out.images.shape == (2, 64, 64, 4)
+    assert seen == [torch.float32, torch.float32]

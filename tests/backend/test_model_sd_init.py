@@ -78,6 +78,9 @@ def test_pipeline_from_stable_diffusion_samples_and_round_trips(sd_checkpoint, t
     pipe.save_pretrained(tmp_path)
     loaded = MVDiffusionPPPipeline.from_pretrained(tmp_path)
     assert np.array_equal(a, loaded([image], generator=torch.Generator().manual_seed(0), **kwargs).images)
+    # bf16, as on a GPU, through the CLIP path too
+    half = loaded.to(dtype=torch.bfloat16)([image], generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert half.shape == a.shape
 
 
 def test_rgba_vae_keeps_the_rgb_vae_on_colour(sd_checkpoint):
