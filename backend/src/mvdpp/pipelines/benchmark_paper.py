@@ -175,7 +175,7 @@ def bench_pipeline(args, device, dtype) -> dict:
 
     from ..presets import build_pipeline
 
-    pipe = build_pipeline(args.preset, seed=0, scheduler=args.sampler).to(device)
+    pipe = build_pipeline(args.preset, seed=0, scheduler=args.sampler, device=device)
     if dtype != torch.float32:
         pipe = pipe.to(dtype=dtype)
     size = pipe.resolution
