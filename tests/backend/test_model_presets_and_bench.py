@@ -84,3 +84,18 @@ def test_presets_and_bench_modules_import_without_torch():
     code = "import sys, mvdpp.presets, mvdpp.pipelines.benchmark_paper as b; b.HELP; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
     assert proc.returncode == 0, proc.stderr
+
+
+def test_flop_counter_counts_global_attention_on_the_cpu():
+    """Global attention over V views costs V times the per-view attention; the count must show it."""
+    from mvdpp.pipelines.benchmark_paper import _random_inputs, flop_counter
+
+    counts = {}
+    for levels in ((), None):
+        unet = build_unet("tiny", global_attention_levels=levels).eval()
+        inputs = _random_inputs(unet, 1, 1, 7, torch.device("cpu"), torch.float32)
+        with torch.no_grad(), flop_counter() as counter:
+            unet(**inputs.as_kwargs())
+        counts[levels] = counter.get_total_flops()
+    # tiny: 8x8 and 4x4 latents, 8 views -> attention matmuls 8x larger; the rest unchanged
+    assert counts[None] > counts[()] * 1.05
