@@ -14,6 +14,15 @@ from mvdpp.models import expand_rgb_vae_to_rgba  # noqa: E402
 from mvdpp.pipelines import MVDiffusionPPPipeline  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: threads only add contention on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def sd_checkpoint(tmp_path_factory):
     """A tiny SD-2-inpainting-layout folder (unet/ with 9 input channels, vae/, scheduler/) and a
