@@ -108,3 +108,15 @@ def test_flop_counter_counts_global_attention_on_the_cpu():
         counts[levels] = counter.get_total_flops()
     # tiny: 8x8 and 4x4 latents, 8 views -> attention matmuls 8x larger; the rest unchanged
     assert counts[None] > counts[()] * 1.05
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_a_consistent_pipeline(name):
+    from mvdpp.models import image_embedding_dim
+    from mvdpp.presets import build_pipeline
+
+    pipe = build_pipeline(name, device="meta")  # shapes only
+    assert pipe.resolution == PRESETS[name]["resolution"]
+    assert image_embedding_dim(pipe.image_encoder) == pipe.unet.config.cross_attention_dim
+    assert pipe.vae.config.in_channels == pipe.vae.config.out_channels == 4
+    assert pipe.scheduler_name == PRESETS[name]["scheduler"]
