@@ -127,15 +127,20 @@ def build_image_encoder(name: str):
     return SmallImageEncoder(**encoder_config)
 
 
-def build_pipeline(name: str, seed: int = 0, prediction_type: str = "epsilon", scheduler: str | None = None):
-    """A randomly initialised ``MVDiffusionPPPipeline`` of preset ``name`` (same seed, same weights)."""
+def build_pipeline(name: str, seed: int = 0, prediction_type: str = "epsilon", scheduler: str | None = None,
+                   device=None):
+    """A randomly initialised ``MVDiffusionPPPipeline`` of preset ``name`` (same seed and device,
+    same weights). ``device``: initialise the weights directly there (the paper preset's 1.6B
+    random parameters take a while on a CPU); default the CPU."""
     import torch
 
     from .pipelines.pipeline_mvdpp import MVDiffusionPPPipeline
     from .pipelines.schedulers import make_scheduler
 
     preset = get_preset(name)
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device or "cpu")
+    cuda_ids = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_ids), device:
         torch.manual_seed(seed)
         unet, vae, image_encoder = build_unet(name), build_vae(name), build_image_encoder(name)
     pipe = MVDiffusionPPPipeline(
