@@ -1,0 +1,142 @@
+"""The MVDiffusion++ multi-view UNet (PAPER.md, "Architecture").
+
+One batch holds ``B`` objects x ``V`` views each, laid out object-major: ``(B*V, 2C+1, h, w)``
+with each object's condition views first, then its generation views. Per view:
+
+    concat(noisy latent C, branch mask 1, condition latent C) --1x1 conv--> C --> UNet body
+
+The body is a diffusers ``UNet2DConditionModel`` whose self-attention layers attend across all
+views of an object (``MultiViewAttnProcessor``), whose cross-attention reads the condition
+images' embeddings, and whose timestep embedding gets ``scale * view_embedding[view_id]`` added
+(42 slots: rig views 0-31, condition views 32-41; ``scale`` starts at zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models import UNet2DConditionModel
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from ..rig import MAX_CONDITION_VIEWS, NUM_RIG_VIEWS
+from .multiview_attention import multiview_processors
+
+#: View-embedding slots: rig views 0..31, then condition views 32..41.
+NUM_VIEW_SLOTS = NUM_RIG_VIEWS + MAX_CONDITION_VIEWS
+FIRST_CONDITION_SLOT = NUM_RIG_VIEWS
+
+
+@dataclass
+class MultiViewUNetOutput(BaseOutput):
+    sample: torch.Tensor  # (B*V, C, h, w): the prediction (epsilon or v) for every view
+
+
+class MultiViewUNetModel(ModelMixin, ConfigMixin):
+    """Multi-view denoiser. ``attention_head_dim`` follows diffusers' historical meaning: it is the
+    number of heads per block (SD 2: 5/10/20/20 -> 64 channels per head)."""
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 64,
+        latent_channels: int = 4,
+        block_out_channels: tuple = (320, 640, 1280, 1280),
+        down_block_types: tuple = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types: tuple = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        mid_block_type: str = "UNetMidBlock2DCrossAttn",
+        layers_per_block: int = 2,
+        attention_head_dim: tuple = (5, 10, 20, 20),
+        cross_attention_dim: int = 1024,
+        use_linear_projection: bool = True,
+        norm_num_groups: int = 32,
+        #: resolution levels (0 = full latent resolution) whose self-attention spans all views;
+        #: None = every level, as in the paper.
+        global_attention_levels: tuple | None = None,
+        #: constant branch-mask channel: condition views vs generation views.
+        condition_branch_value: float = 0.0,
+        generation_branch_value: float = 1.0,
+        num_view_slots: int = NUM_VIEW_SLOTS,
+    ):
+        super().__init__()
+        self.input_reduce = nn.Conv2d(2 * latent_channels + 1, latent_channels, kernel_size=1)
+        self.body = UNet2DConditionModel(
+            sample_size=sample_size,
+            in_channels=latent_channels,
+            out_channels=latent_channels,
+            block_out_channels=tuple(block_out_channels),
+            down_block_types=tuple(down_block_types),
+            up_block_types=tuple(up_block_types),
+            mid_block_type=mid_block_type,
+            layers_per_block=layers_per_block,
+            attention_head_dim=tuple(attention_head_dim) if not isinstance(attention_head_dim, int) else attention_head_dim,
+            cross_attention_dim=cross_attention_dim,
+            use_linear_projection=use_linear_projection,
+            norm_num_groups=norm_num_groups,
+            # The view embedding arrives as ready-made "class labels" added to the time embedding.
+            class_embed_type="identity",
+        )
+        time_embed_dim = self.body.time_embedding.linear_2.out_features
+        self.view_embedding = nn.Embedding(num_view_slots, time_embed_dim)
+        # Zero-initialised so a model initialised from Stable Diffusion starts as exactly that model.
+        self.view_embedding_scale = nn.Parameter(torch.zeros(1))
+        self.reset_input_reduce()
+        self.set_multiview_attention()
+
+    def reset_input_reduce(self) -> None:
+        """Start the 1x1 input conv as "pass the noisy latent through, ignore mask and condition",
+        so a pretrained body sees exactly the input it was trained on; training learns the rest."""
+        c = self.config.latent_channels
+        with torch.no_grad():
+            self.input_reduce.weight.zero_()
+            self.input_reduce.weight[:, :c, 0, 0] = torch.eye(c)
+            self.input_reduce.bias.zero_()
+
+    def set_multiview_attention(self) -> None:
+        levels = self.config.global_attention_levels
+        processors = multiview_processors(
+            self.body.attn_processors.keys(),
+            num_levels=len(self.config.block_out_channels),
+            global_levels=None if levels is None else set(levels),
+        )
+        self.body.set_attn_processor(processors)
+
+    @property
+    def num_attention_heads(self) -> tuple:
+        heads = self.config.attention_head_dim
+        return tuple(heads) if not isinstance(heads, int) else (heads,) * len(self.config.block_out_channels)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        view_ids: torch.Tensor,
+        num_views: int,
+        return_dict: bool = True,
+    ):
+        """
+        sample: (B*V, 2C+1, h, w) per-view inputs (see ``mvdpp.pipelines.inputs``).
+        timestep: (B*V,) or scalar.
+        encoder_hidden_states: (B*V, T, D) condition-image tokens, the same for all views of an object.
+        view_ids: (B*V,) long, view-embedding slots.
+        num_views: V, views per object (the global attention's group size).
+        """
+        if sample.shape[0] % num_views:
+            raise ValueError(f"batch of {sample.shape[0]} views is not a whole number of {num_views}-view objects")
+        hidden = self.input_reduce(sample)
+        view_emb = self.view_embedding(view_ids) * self.view_embedding_scale
+        out = self.body(
+            hidden,
+            timestep,
+            encoder_hidden_states=encoder_hidden_states,
+            class_labels=view_emb.to(hidden.dtype),
+            cross_attention_kwargs={"num_views": int(num_views)},
+            return_dict=False,
+        )[0]
+        return MultiViewUNetOutput(sample=out) if return_dict else (out,)
