@@ -1,0 +1,78 @@
+"""Where a training process gets its batches.
+
+Every source is a function of (seed, process rank, batch index): a run resumed at batch ``k``
+sees exactly the batches an uninterrupted run saw from ``k`` on, and every process of a
+distributed run sees different objects.
+
+* ``procedural``: ``mvdpp.data.stream.MultiViewStream`` (procedural objects rendered on the fly).
+* ``synthetic``: random tensors of the right shapes made on the device (benchmarks of the model
+  alone: no renderer, no host-to-device copies).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from ..errors import BAD_INPUT, MVDPPError
+from ..rig import MAX_CONDITION_VIEWS, NUM_RIG_VIEWS
+
+VIEWS_KEPT = 8  # view dropout: 8 of the 32 rig views per object per step (PAPER.md)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) and k != "gen_view_ids" else v) for k, v in batch.items()}
+
+
+def synthetic_batches(batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int, start: int,
+                      device: torch.device) -> Iterator[dict]:
+    """Random RGBA-shaped batches with the stream's layout, made on ``device``."""
+    index = start
+    while True:
+        gen = torch.Generator(device="cpu").manual_seed(hash((seed, rank, index)) & 0x7FFFFFFF)
+        num_cond = _condition_count(condition_mode, gen)
+        views = torch.stack([torch.randperm(NUM_RIG_VIEWS, generator=gen)[:VIEWS_KEPT] for _ in range(batch_size)])
+        dgen = torch.Generator(device=device).manual_seed(hash((seed, rank, index, 1)) & 0x7FFFFFFF)
+        yield {
+            "cond": torch.rand(batch_size, num_cond, 4, resolution, resolution, device=device, generator=dgen) * 2 - 1,
+            "gen": torch.rand(batch_size, VIEWS_KEPT, 4, resolution, resolution, device=device, generator=dgen) * 2 - 1,
+            "gen_view_ids": views,
+            "object_seed": torch.arange(batch_size) + (index * 1000 + rank) * batch_size,
+        }
+        index += 1
+
+
+def _condition_count(mode: str, gen: torch.Generator) -> int:
+    if mode == "single":
+        return 1
+    sparse = int(torch.randint(2, MAX_CONDITION_VIEWS + 1, (1,), generator=gen))
+    if mode == "sparse":
+        return sparse
+    return 1 if float(torch.rand(1, generator=gen)) < 0.5 else sparse
+
+
+def procedural_batches(batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int, world_size: int,
+                       start: int, num_workers: int = 0) -> Iterator[dict]:
+    """Batches of ``MultiViewStream`` for this process, from batch index ``start`` on."""
+    try:
+        from ..data.stream import MultiViewStream
+    except ImportError as exc:  # the data package is part of the same backend; this is a broken install
+        raise MVDPPError(BAD_INPUT, f"The training data stream is not available ({exc}).", "Install the full mvdpp backend.") from exc
+    stream = MultiViewStream(batch_size=batch_size, resolution=resolution, condition_mode=condition_mode, seed=seed,
+                             rank=rank, world_size=world_size, start_batch=start)
+    if num_workers <= 0:
+        yield from stream
+        return
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+                                         persistent_workers=True, prefetch_factor=4)
+    yield from loader
+
+
+def make_batches(kind: str, *, batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int,
+                 world_size: int, start: int, device: torch.device, num_workers: int = 0) -> Iterator[dict]:
+    if kind == "synthetic":
+        return synthetic_batches(batch_size, resolution, condition_mode, seed, rank, start, device)
+    if kind == "procedural":
+        return (to_device(b, device) for b in procedural_batches(batch_size, resolution, condition_mode, seed, rank, world_size, start, num_workers))
+    raise MVDPPError(BAD_INPUT, f"Unknown training data {kind!r}.", "Use --data procedural (or synthetic for benchmarks).")
