@@ -21,8 +21,13 @@ from ..rig import MAX_CONDITION_VIEWS, NUM_RIG_VIEWS
 VIEWS_KEPT = 8  # view dropout: 8 of the 32 rig views per object per step (PAPER.md)
 
 
+#: batch entries that stay on the host: rig indices (checked on the host by the shared input
+#: code) and object seeds (bookkeeping only)
+HOST_KEYS = ("gen_view_ids", "object_seed")
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) and k != "gen_view_ids" else v) for k, v in batch.items()}
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) and k not in HOST_KEYS else v) for k, v in batch.items()}
 
 
 def synthetic_batches(batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int, start: int,

@@ -27,3 +27,16 @@ def save_fp16_pipeline(pipe, folder: str | Path) -> Path:
         shutil.rmtree(folder)
     partial.rename(folder)
     return folder
+
+
+def export_run(run_folder: str | Path, folder: str | Path) -> Path:
+    """Export the EMA pipeline of a run's latest checkpoint (no training) to ``folder``."""
+    from .run_folder import STATE_FILE
+    from .trainer import load_pipeline
+
+    pipe, source = load_pipeline(run_folder)
+    folder = save_fp16_pipeline(pipe, folder)
+    state = Path(source).parent / STATE_FILE
+    if state.is_file():
+        shutil.copyfile(state, folder / STATE_FILE)
+    return folder

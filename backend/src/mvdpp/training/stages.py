@@ -97,6 +97,9 @@ class TrainSettings:
     data: str = "procedural"
     num_workers: int = 0
     export: str | None = None
+    #: each process appends the object seeds of its batches to objects-rank<r>.jsonl (to check
+    #: that processes see different objects)
+    log_objects: bool = False
     extra: dict = field(default_factory=dict)
 
     def resolved_stage(self) -> Stage:
@@ -121,7 +124,10 @@ class TrainSettings:
         return cls(**data)
 
     def validate(self) -> None:
+        from ..presets import get_preset
+
         self.resolved_stage()
+        get_preset(self.preset)
         if self.global_batch() < 1:
             raise MVDPPError(BAD_INPUT, f"--batch-size must be at least 1 (got {self.batch_size}).", "Pass a positive number of objects per step.")
         if not 0.0 <= self.condition_dropout < 1.0:

@@ -51,7 +51,10 @@ def load_pipeline(folder: str | Path):
 
     folder = resolve_pipeline_folder(folder)
     try:
-        return MVDiffusionPPPipeline.from_pretrained(folder, torch_dtype=torch.float32), folder
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+        return MVDiffusionPPPipeline.from_pretrained(folder, dtype=torch.float32), folder
     except Exception as exc:  # noqa: BLE001 - any loading failure is a bad checkpoint for the user
         raise MVDPPError(CHECKPOINT, f"Could not load the pipeline in {folder}: {exc}", "Point at a folder written by `mvdpp train --export` or a run folder.") from exc
 
@@ -232,6 +235,8 @@ class Trainer:
                 batch = next(data)
             if preview is None:
                 preview = {k: v[:1] for k, v in batch.items()}
+            if s.log_objects:
+                self._log_objects(batch)
             loss, metrics = self.train_step(batch)
             for name, value in {"loss": loss, **metrics}.items():
                 sums[name] = sums[name] + value if name in sums else value.clone()
@@ -256,6 +261,14 @@ class Trainer:
             self.run.log(kind="stop", step=self.state.step, stopped_by=stopped_by)
         self.print(f"stopped at step {self.state.step} ({stopped_by}); checkpoint {checkpoint}" + (f"; exported {exported}" if exported else ""))
         return TrainResult(self.state.step - first_step, self.state, stopped_by, checkpoint, exported, time.monotonic() - started)
+
+    def _log_objects(self, batch: dict) -> None:
+        import json
+
+        seeds = [int(v) for v in batch["object_seed"]]
+        path = self.run.root / f"objects-rank{self.accelerator.process_index}.jsonl"
+        with path.open("a") as f:
+            f.write(json.dumps({"step": self.state.step, "object_seed": seeds}) + "\n")
 
     def _should_stop(self, local: bool) -> bool:
         """Every process must stop at the same step: agree on it (a sync only when distributed)."""
