@@ -39,6 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format for the convolutions")
     parser.add_argument("--data", default=d.data, choices=["procedural", "synthetic"],
                         help="procedural objects rendered on the fly; synthetic = random tensors (throughput tests only)")
+    parser.add_argument("--assets", help="train on the meshes of this folder (OBJ/GLB/GLTF/PLY) instead of procedural objects")
     parser.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader worker processes per training process")
     parser.add_argument("--log-every", type=int, default=d.log_every, help="steps between loss logs (the only host syncs)")
     parser.add_argument("--sample-every", type=int, default=d.sample_every, help="steps between sample sheets, 0 = never")
@@ -59,7 +60,7 @@ def settings_from_args(args):
         device=args.device, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
         compile=args.compile, channels_last=args.channels_last, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, init_from=args.init_from,
-        data=args.data, num_workers=args.num_workers, export=args.export, log_objects=args.log_objects,
+        data=args.data, num_workers=args.num_workers, assets=args.assets, export=args.export, log_objects=args.log_objects,
     )
 
 

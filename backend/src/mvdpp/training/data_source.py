@@ -4,7 +4,8 @@ Every source is a function of (seed, process rank, batch index): a run resumed a
 sees exactly the batches an uninterrupted run saw from ``k`` on, and every process of a
 distributed run sees different objects.
 
-* ``procedural``: ``mvdpp.data.stream.MultiViewStream`` (procedural objects rendered on the fly).
+* ``procedural``: ``mvdpp.data.stream.MultiViewStream`` (procedural objects, or the meshes of an
+  asset folder, rendered on the fly).
 * ``synthetic``: random tensors of the right shapes made on the device (benchmarks of the model
   alone: no renderer, no host-to-device copies).
 """
@@ -31,21 +32,22 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def synthetic_batches(batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int, start: int,
-                      device: torch.device) -> Iterator[dict]:
-    """Random RGBA-shaped batches with the stream's layout, made on ``device``."""
+                      device: torch.device, world_size: int = 1) -> Iterator[dict]:
+    """Random RGBA-shaped batches with the stream's layout, made on ``device``: global batch
+    indices ``start, start + world_size, ...`` (pass ``start`` = global start + rank)."""
     index = start
     while True:
-        gen = torch.Generator(device="cpu").manual_seed(hash((seed, rank, index)) & 0x7FFFFFFF)
+        gen = torch.Generator(device="cpu").manual_seed(hash((seed, index)) & 0x7FFFFFFF)
         num_cond = _condition_count(condition_mode, gen)
         views = torch.stack([torch.randperm(NUM_RIG_VIEWS, generator=gen)[:VIEWS_KEPT] for _ in range(batch_size)])
-        dgen = torch.Generator(device=device).manual_seed(hash((seed, rank, index, 1)) & 0x7FFFFFFF)
+        dgen = torch.Generator(device=device).manual_seed(hash((seed, index, 1)) & 0x7FFFFFFF)
         yield {
             "cond": torch.rand(batch_size, num_cond, 4, resolution, resolution, device=device, generator=dgen) * 2 - 1,
             "gen": torch.rand(batch_size, VIEWS_KEPT, 4, resolution, resolution, device=device, generator=dgen) * 2 - 1,
             "gen_view_ids": views,
-            "object_seed": torch.arange(batch_size) + (index * 1000 + rank) * batch_size,
+            "object_seed": torch.arange(batch_size) + index * batch_size,
         }
-        index += 1
+        index += world_size
 
 
 def _condition_count(mode: str, gen: torch.Generator) -> int:
@@ -58,14 +60,18 @@ def _condition_count(mode: str, gen: torch.Generator) -> int:
 
 
 def procedural_batches(batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int, world_size: int,
-                       start: int, num_workers: int = 0) -> Iterator[dict]:
-    """Batches of ``MultiViewStream`` for this process, from batch index ``start`` on."""
-    try:
-        from ..data.stream import MultiViewStream
-    except ImportError as exc:  # the data package is part of the same backend; this is a broken install
-        raise MVDPPError(BAD_INPUT, f"The training data stream is not available ({exc}).", "Install the full mvdpp backend.") from exc
-    stream = MultiViewStream(batch_size=batch_size, resolution=resolution, condition_mode=condition_mode, seed=seed,
-                             rank=rank, world_size=world_size, start_batch=start)
+                       start: int, num_workers: int = 0, assets: str | None = None) -> Iterator[dict]:
+    """This process's batches of ``MultiViewStream``.
+
+    ``start`` is a GLOBAL batch index: process ``rank`` of ``world_size`` makes the batches
+    ``start + rank, start + rank + world_size, ...`` (the stream's own sharding), so processes
+    never share an object and a run resumed at ``start`` continues where it stopped, on any
+    number of processes.
+    """
+    from ..data.stream import MultiViewStream
+
+    stream = MultiViewStream(batch_size=batch_size, size=resolution, condition_views=condition_mode, seed=seed,
+                             assets=assets, start_batch=start, rank=rank, world_size=world_size)
     if num_workers <= 0:
         yield from stream
         return
@@ -75,9 +81,11 @@ def procedural_batches(batch_size: int, resolution: int, condition_mode: str, se
 
 
 def make_batches(kind: str, *, batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int,
-                 world_size: int, start: int, device: torch.device, num_workers: int = 0) -> Iterator[dict]:
+                 world_size: int, start: int, device: torch.device, num_workers: int = 0, assets: str | None = None) -> Iterator[dict]:
+    """Batches for process ``rank``; ``start`` is the global batch index to continue from."""
     if kind == "synthetic":
-        return synthetic_batches(batch_size, resolution, condition_mode, seed, rank, start, device)
+        return synthetic_batches(batch_size, resolution, condition_mode, seed, rank, start + rank, device, world_size)
     if kind == "procedural":
-        return (to_device(b, device) for b in procedural_batches(batch_size, resolution, condition_mode, seed, rank, world_size, start, num_workers))
+        batches = procedural_batches(batch_size, resolution, condition_mode, seed, rank, world_size, start, num_workers, assets)
+        return (to_device(b, device) for b in batches)
     raise MVDPPError(BAD_INPUT, f"Unknown training data {kind!r}.", "Use --data procedural (or synthetic for benchmarks).")

@@ -96,6 +96,8 @@ class TrainSettings:
     #: `mvdpp train --make-shard` (pre-rendered objects kept on the device)
     data: str = "procedural"
     num_workers: int = 0
+    #: a folder of meshes (OBJ/GLB/GLTF/PLY) to train on instead of procedural objects
+    assets: str | None = None
     export: str | None = None
     #: each process appends the object seeds of its batches to objects-rank<r>.jsonl (to check
     #: that processes see different objects)

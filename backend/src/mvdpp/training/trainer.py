@@ -191,7 +191,7 @@ class Trainer:
         with record_function("ema"):
             self.ema.update(self.unwrapped)
         self.state.step += 1
-        self.state.data_position += 1
+        self.state.data_position += acc.num_processes  # global batch index (see data_source)
         self.state.samples_seen += batch["cond"].shape[0] * acc.num_processes
         return loss.detach(), metrics
 
@@ -204,7 +204,7 @@ class Trainer:
                              f"Use a multiple of {acc.num_processes}.")
         return make_batches(self.data_kind, batch_size=per_process, resolution=self.resolution, condition_mode=self.stage.condition_mode,
                             seed=s.seed, rank=acc.process_index, world_size=acc.num_processes, start=self.state.data_position,
-                            device=self.device, num_workers=s.num_workers)
+                            device=self.device, num_workers=s.num_workers, assets=s.assets)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> TrainResult:
