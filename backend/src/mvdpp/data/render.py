@@ -1,0 +1,501 @@
+"""Headless OpenGL renderer for training and evaluation views (moderngl over EGL).
+
+``Renderer(size).render(mesh, cameras)`` returns ``uint8 (N, H, W, 4)``: RGB composited over
+white, alpha = coverage (anti-aliased by multisampling), in the project's camera conventions
+(mvdpp.rig). All views of one call are drawn in ONE instanced draw call per mesh part into one
+large framebuffer, one tile per view, and read back at once:
+
+* each instance is one view: its own MVP matrix and tile; the vertex shader squeezes the view's
+  clip space into its tile and ``gl_ClipDistance`` clips triangles at the tile's edges, so a
+  view never bleeds into its neighbours;
+* the y axis is flipped in clip space so framebuffer row 0 is the image's top row and the
+  read-back needs no flip;
+* the framebuffer is cleared to white with alpha 0 and objects write alpha 1, so resolving the
+  multisampled buffer yields exactly "over white" colour and fractional coverage.
+
+Lighting is Lambertian (view-independent) with directions fixed in the world frame, so every
+view of one object sees the same shading: what multi-view training and reconstruction rely on.
+
+Meshes are trimesh objects (a Trimesh or a Scene) with vertex colours, face colours, a UV
+texture (SimpleMaterial or PBR baseColor texture/factor) or none (grey), drawn indexed as they
+are (no per-corner copies: preparing an object costs a few milliseconds of CPU). Normals are
+smooth vertex normals except across creases sharper than ``crease_deg``, where the fragment
+shader gives triangles touching such a crease their own flat normal.
+
+One renderer owns one GL context, created lazily in the process that first renders (a
+DataLoader worker forked after the parent made one gets its own).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DEVICE, BAD_INPUT, MVDPPError
+from ..rig import Camera, opengl_projection
+
+#: Largest framebuffer side the renderer asks for (views beyond it are drawn in further passes).
+MAX_FRAMEBUFFER_SIDE = 8192
+#: Views drawn per pass at most (bounds the framebuffer's memory).
+MAX_VIEWS_PER_PASS = 64
+DEFAULT_GREY = np.array([180, 180, 180, 255], dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class Lighting:
+    """Lambertian lighting fixed in the world frame: hemisphere ambient + a key and a fill light.
+
+    Directions point from the surface towards the light (unit vectors, world frame).
+    """
+
+    ambient: float = 0.45
+    key_direction: tuple[float, float, float] = (0.5, -0.6, 0.62)
+    key_intensity: float = 0.5
+    fill_direction: tuple[float, float, float] = (-0.6, 0.5, 0.2)
+    fill_intensity: float = 0.2
+    #: How much the ambient light dims on downward-facing surfaces (sky above, ground below).
+    sky: float = 0.2
+
+    @classmethod
+    def flat(cls) -> "Lighting":
+        """No shading: every pixel shows the surface's own colour (albedo)."""
+        return cls(ambient=1.0, key_intensity=0.0, fill_intensity=0.0, sky=0.0)
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> "Lighting":
+        """Randomised lighting for training: a key light above the horizon and a dimmer fill."""
+        key_az, key_el = rng.uniform(0.0, 360.0), rng.uniform(15.0, 75.0)
+        fill_az = key_az + 180.0 + rng.uniform(-60.0, 60.0)
+        fill_el = rng.uniform(-20.0, 40.0)
+        ambient = float(rng.uniform(0.3, 0.55))
+        key = float(rng.uniform(0.35, 0.65))
+        fill = float(rng.uniform(0.05, 0.25))
+        sky = float(rng.uniform(0.1, 0.3))
+        return cls(ambient, _direction(key_az, key_el), key, _direction(fill_az, fill_el), fill, sky)
+
+
+def _direction(azimuth_deg: float, elevation_deg: float) -> tuple[float, float, float]:
+    az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
+    return (math.cos(el) * math.sin(az), -math.cos(el) * math.cos(az), math.sin(el))
+
+
+_VERTEX_SHADER = """
+#version 330
+in vec3 in_pos;
+in vec4 in_normal;   // xyz: smooth normal, w: 1 at crease vertices
+in vec4 in_color;
+in vec2 in_uv;
+in mat4 in_mvp;      // per view (instance)
+in vec2 in_tile;     // per view: column, row of its tile
+in vec3 in_campos;   // per view: camera position (world)
+uniform vec2 u_grid; // columns, rows of tiles
+out vec3 v_normal;
+out float v_crease;
+out vec4 v_color;
+out vec2 v_uv;
+out vec3 v_world;
+flat out vec3 v_campos;
+out float v_depth;
+void main() {
+    vec4 clip = in_mvp * vec4(in_pos, 1.0);
+    // keep each view inside its own tile: clip against the view's frustum sides
+    gl_ClipDistance[0] = clip.w + clip.x;
+    gl_ClipDistance[1] = clip.w - clip.x;
+    gl_ClipDistance[2] = clip.w + clip.y;
+    gl_ClipDistance[3] = clip.w - clip.y;
+    v_depth = clip.w;  // distance along the viewing axis
+    clip.y = -clip.y;  // framebuffer row 0 = image top row: no flip on read-back
+    clip.x = (clip.x + clip.w * (1.0 + 2.0 * in_tile.x)) / u_grid.x - clip.w;
+    clip.y = (clip.y + clip.w * (1.0 + 2.0 * in_tile.y)) / u_grid.y - clip.w;
+    gl_Position = clip;
+    v_normal = in_normal.xyz;
+    v_crease = in_normal.w;
+    v_color = in_color;
+    v_uv = in_uv;
+    v_world = in_pos;
+    v_campos = in_campos;
+}
+"""
+
+# The shading normal: the interpolated vertex normal, except on triangles touching a crease
+# vertex (one whose normal strays more than the crease angle from an adjacent face's, e.g. a
+# cube's corners): there the face normal, which screen-space derivatives of the world position
+# give exactly.
+_NORMAL_GLSL = """
+vec3 shading_normal() {
+    vec3 n = normalize(v_normal);
+    if (v_crease > 0.0) {
+        vec3 face = normalize(cross(dFdx(v_world), dFdy(v_world)));
+        n = dot(face, n) < 0.0 ? -face : face;
+    }
+    if (dot(n, v_campos - v_world) < 0.0) n = -n;  // two-sided: open or inconsistently wound meshes
+    return n;
+}
+"""
+
+_FRAGMENT_HEADER = """
+#version 330
+in vec3 v_normal;
+in float v_crease;
+in vec4 v_color;
+in vec2 v_uv;
+in vec3 v_world;
+flat in vec3 v_campos;
+in float v_depth;
+"""
+
+_COLOR_FRAGMENT_SHADER = _FRAGMENT_HEADER + _NORMAL_GLSL + """
+uniform sampler2D u_texture;
+uniform float u_ambient;
+uniform float u_sky;
+uniform vec3 u_key_dir;
+uniform float u_key;
+uniform vec3 u_fill_dir;
+uniform float u_fill;
+out vec4 f_color;
+void main() {
+    vec3 n = shading_normal();
+    vec3 albedo = v_color.rgb * texture(u_texture, v_uv).rgb;
+    float light = u_ambient * (1.0 - u_sky + u_sky * n.z)
+                + u_key * max(dot(n, u_key_dir), 0.0)
+                + u_fill * max(dot(n, u_fill_dir), 0.0);
+    f_color = vec4(min(albedo * light, vec3(1.0)), 1.0);
+}
+"""
+
+_GEOMETRY_FRAGMENT_SHADER = _FRAGMENT_HEADER + _NORMAL_GLSL + """
+out vec4 f_geometry;
+void main() {
+    f_geometry = vec4(shading_normal(), v_depth);
+}
+"""
+
+
+@dataclass
+class MeshArrays:
+    """One drawable part as indexed arrays, ready for upload."""
+
+    positions: np.ndarray  # float32 (V, 3)
+    normals: np.ndarray  # float32 (V, 4): smooth (area-weighted) vertex normal, crease flag
+    colors: np.ndarray  # uint8 (V, 4)
+    uvs: np.ndarray | None  # float32 (V, 2), with ``texture`` only
+    texture: np.ndarray | None  # uint8 (H, W, 4), bottom row first (OpenGL's order), or None
+    indices: np.ndarray  # uint32 (F, 3)
+
+    @property
+    def triangles(self) -> int:
+        return len(self.indices)
+
+
+def mesh_parts(mesh, crease_deg: float = 35.0) -> list[MeshArrays]:
+    """Split a trimesh Trimesh or Scene (or a list of Trimesh) into drawable parts."""
+    import trimesh
+
+    if isinstance(mesh, trimesh.Scene):
+        meshes = [m for m in mesh.dump(concatenate=False) if isinstance(m, trimesh.Trimesh)]
+    elif isinstance(mesh, trimesh.Trimesh):
+        meshes = [mesh]
+    elif isinstance(mesh, (list, tuple)) and all(isinstance(m, trimesh.Trimesh) for m in mesh):
+        meshes = list(mesh)
+    else:
+        raise MVDPPError(BAD_INPUT, f"cannot render a {type(mesh).__name__}", "pass a trimesh.Trimesh or trimesh.Scene")
+    parts = [_part_arrays(m, crease_deg) for m in meshes if len(m.faces)]
+    if not parts:
+        raise MVDPPError(BAD_INPUT, "the mesh to render has no triangles", "check that the asset contains a surface mesh")
+    return parts
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray, crease_deg: float = 35.0) -> np.ndarray:
+    """Area-weighted unit vertex normals plus a crease flag: float32 (V, 4).
+
+    The flag is 1 where an adjacent face's normal is more than ``crease_deg`` from the vertex
+    normal. Plain numpy, much faster than trimesh's normals: it runs for every rendered object.
+    """
+    v = vertices[faces]  # (F, 3, 3)
+    face_normals = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])  # length = twice the area
+    flat_index = faces.reshape(-1)
+    normals = np.zeros((len(vertices), 4), dtype=np.float64)
+    for k in range(3):
+        normals[:, k] = np.bincount(flat_index, weights=np.repeat(face_normals[:, k], 3), minlength=len(vertices))
+    length = np.linalg.norm(normals[:, :3], axis=1, keepdims=True)
+    normals[:, :3] /= np.where(length > 0, length, 1.0)
+    face_length = np.linalg.norm(face_normals, axis=1, keepdims=True)
+    unit_faces = face_normals / np.where(face_length > 0, face_length, 1.0)
+    cosines = np.einsum("fcd,fd->fc", normals[faces, :3], unit_faces)
+    normals[faces[cosines < math.cos(math.radians(crease_deg))], 3] = 1.0
+    return normals.astype(np.float32)
+
+
+def _part_arrays(mesh, crease_deg: float) -> MeshArrays:
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    vertices = np.asarray(mesh.vertices, dtype=np.float32)
+    visual = mesh.visual
+    uvs = texture = None
+    if visual.kind == "face":
+        # per-face colours need their own corners: unindex this part
+        vertices = vertices[faces].reshape(-1, 3)
+        colors = np.repeat(np.asarray(visual.face_colors, dtype=np.uint8), 3, axis=0)
+        faces = np.arange(len(vertices), dtype=np.int64).reshape(-1, 3)
+    elif visual.kind == "vertex":
+        colors = np.asarray(visual.vertex_colors, dtype=np.uint8)
+    elif visual.kind == "texture":
+        image, factor = _material_image_and_factor(visual.material)
+        colors = np.broadcast_to(factor, (len(vertices), 4))
+        if image is not None and visual.uv is not None and len(visual.uv) == len(vertices):
+            uvs = np.ascontiguousarray(visual.uv, dtype=np.float32)
+            texture = image
+    else:
+        colors = np.broadcast_to(DEFAULT_GREY, (len(vertices), 4))
+    return MeshArrays(
+        positions=np.ascontiguousarray(vertices),
+        normals=vertex_normals(vertices.astype(np.float64), faces, crease_deg),
+        colors=np.ascontiguousarray(colors, dtype=np.uint8),
+        uvs=uvs,
+        texture=texture,
+        indices=np.ascontiguousarray(faces, dtype=np.uint32),
+    )
+
+
+def _material_image_and_factor(material) -> tuple[np.ndarray | None, np.ndarray]:
+    """Base-colour texture (bottom row first, RGBA) and colour factor of a trimesh material."""
+    image = getattr(material, "baseColorTexture", None)
+    factor = getattr(material, "baseColorFactor", None)
+    if image is None:
+        image = getattr(material, "image", None)
+    if factor is None:
+        factor = getattr(material, "diffuse", None) if image is None else None
+    factor = np.array([255, 255, 255, 255] if factor is None else factor, dtype=np.float64).reshape(-1)
+    if factor.max() <= 1.0:  # some loaders keep factors as floats in [0, 1]
+        factor = factor * 255.0
+    factor = np.clip(np.resize(factor, 4), 0, 255).astype(np.uint8)
+    if image is not None:
+        # trimesh's UVs put v = 0 at the image's bottom (OpenGL); PIL's row 0 is the top
+        image = np.ascontiguousarray(np.asarray(image.convert("RGBA"), dtype=np.uint8)[::-1])
+    return image, factor
+
+
+def _view_instances(cameras: list[Camera], columns: int) -> np.ndarray:
+    """Per-view instance data: MVP (column-major), tile (column, row), camera position."""
+    data = np.zeros((len(cameras), 21), dtype=np.float32)
+    projections: dict[float, np.ndarray] = {}
+    for i, camera in enumerate(cameras):
+        projection = projections.setdefault(camera.fov_deg, opengl_projection(camera.fov_deg))
+        mvp = projection @ np.linalg.inv(camera.c2w)
+        data[i, :16] = mvp.T.reshape(-1)  # GL reads matrices column by column
+        data[i, 16:18] = (i % columns, i // columns)
+        data[i, 18:21] = camera.c2w[:3, 3]
+    return data
+
+
+def _grid(count: int) -> tuple[int, int]:
+    columns = math.ceil(math.sqrt(count))
+    return columns, math.ceil(count / columns)
+
+
+class Renderer:
+    """Renders batches of views of one mesh. Reuse one instance: it keeps its GL context.
+
+    ``samples``: multisampling per pixel (anti-aliased edges and fractional alpha); 0 disables.
+    ``device_index``: the EGL device (default: env MVDPP_EGL_DEVICE, else 0).
+    """
+
+    def __init__(self, size: int = 256, samples: int = 4, crease_deg: float = 35.0, device_index: int | None = None):
+        if not isinstance(size, int) or size < 8 or size > MAX_FRAMEBUFFER_SIDE:
+            raise MVDPPError(BAD_INPUT, f"render size {size!r} is out of range", f"use an integer between 8 and {MAX_FRAMEBUFFER_SIDE}")
+        self.size = size
+        self.samples = samples
+        self.crease_deg = crease_deg
+        self.device_index = int(os.environ.get("MVDPP_EGL_DEVICE", 0)) if device_index is None else device_index
+        self._ctx = None
+        self._pid = None
+
+    def __getstate__(self) -> dict:
+        # GL objects cannot travel to another process: a copy makes its own context when used
+        keep = ("size", "samples", "crease_deg", "device_index")
+        return {key: self.__dict__[key] for key in keep} | {"_ctx": None, "_pid": None}
+
+    # -- context and resources ------------------------------------------------------------
+    @property
+    def ctx(self):
+        if self._ctx is None or self._pid != os.getpid():
+            self._create_context()
+        return self._ctx
+
+    @property
+    def gl_renderer(self) -> str:
+        """The OpenGL renderer string (e.g. 'llvmpipe ...' or 'NVIDIA H100 ...')."""
+        return self.ctx.info["GL_RENDERER"]
+
+    def _create_context(self) -> None:
+        import moderngl
+
+        try:
+            ctx = moderngl.create_standalone_context(backend="egl", device_index=self.device_index)
+        except Exception as exc:  # noqa: BLE001 - any loader failure means the same to the user
+            raise MVDPPError(
+                DEVICE,
+                f"cannot create a headless OpenGL (EGL) context: {exc}",
+                "install the EGL/OpenGL libraries (libegl1, libgl1, Mesa's llvmpipe or an NVIDIA driver)",
+            ) from exc
+        self._ctx, self._pid = ctx, os.getpid()
+        self._samples = min(self.samples, ctx.max_samples) if self.samples else 0
+        max_side = min(MAX_FRAMEBUFFER_SIDE, ctx.info["GL_MAX_RENDERBUFFER_SIZE"], ctx.info["GL_MAX_TEXTURE_SIZE"])
+        per_side = max(1, max_side // self.size)
+        self._views_per_pass = min(MAX_VIEWS_PER_PASS, per_side * per_side)
+        self._color_program = ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_COLOR_FRAGMENT_SHADER)
+        self._geometry_program = ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_GEOMETRY_FRAGMENT_SHADER)
+        self._instances = ctx.buffer(reserve=self._views_per_pass * 21 * 4)
+        self._white = ctx.texture((1, 1), 4, bytes([255, 255, 255, 255]))
+        self._zero_uvs = ctx.buffer(reserve=self._views_per_pass * 2 * 4)
+        self._targets: dict = {}
+        for clip_plane in range(4):
+            ctx.enable_direct(0x3000 + clip_plane)  # GL_CLIP_DISTANCE0..3
+        ctx.enable(moderngl.DEPTH_TEST)
+
+    def _color_targets(self, columns: int, rows: int):
+        key = ("color", columns, rows)
+        if key not in self._targets:
+            ctx, shape = self.ctx, (columns * self.size, rows * self.size)
+            resolved = ctx.framebuffer(ctx.renderbuffer(shape, 4), ctx.depth_renderbuffer(shape))
+            multisampled = None
+            if self._samples:
+                multisampled = ctx.framebuffer(
+                    ctx.renderbuffer(shape, 4, samples=self._samples), ctx.depth_renderbuffer(shape, samples=self._samples)
+                )
+            self._targets[key] = (multisampled, resolved)
+        return self._targets[key]
+
+    def _geometry_target(self, columns: int, rows: int):
+        key = ("geometry", columns, rows)
+        if key not in self._targets:
+            ctx, shape = self.ctx, (columns * self.size, rows * self.size)
+            self._targets[key] = ctx.framebuffer(ctx.renderbuffer(shape, 4, dtype="f4"), ctx.depth_renderbuffer(shape))
+        return self._targets[key]
+
+    def _upload(self, parts: list[MeshArrays], program):
+        ctx, uploaded = self.ctx, []
+        for part in parts:
+            buffers = [ctx.buffer(part.positions), ctx.buffer(part.normals), ctx.buffer(part.colors), ctx.buffer(part.indices)]
+            if part.uvs is not None:
+                buffers.append(ctx.buffer(part.uvs))
+                uv_binding = (buffers[-1], "2f", "in_uv")
+            else:  # untextured: one constant uv for every vertex (an instanced zero buffer)
+                uv_binding = (self._zero_uvs, "2f/i", "in_uv")
+            vao = ctx.vertex_array(
+                program,
+                [
+                    (buffers[0], "3f", "in_pos"),
+                    (buffers[1], "4f", "in_normal"),
+                    (buffers[2], "4f1", "in_color"),
+                    uv_binding,
+                    (self._instances, "16f 2f 3f/i", "in_mvp", "in_tile", "in_campos"),
+                ],
+                index_buffer=buffers[3],
+                index_element_size=4,
+                skip_errors=True,  # the geometry pass ignores colour and uv
+            )
+            texture = None
+            if part.texture is not None:
+                h, w = part.texture.shape[:2]
+                texture = ctx.texture((w, h), 4, part.texture.tobytes())
+                texture.build_mipmaps()
+                texture.anisotropy = 4.0
+            uploaded.append((vao, buffers, texture, part.indices.size))
+        return uploaded
+
+    @staticmethod
+    def _release(uploaded) -> None:
+        for vao, buffers, texture, _ in uploaded:
+            vao.release()
+            for buffer in buffers:
+                buffer.release()
+            if texture is not None:
+                texture.release()
+
+    def _passes(self, cameras):
+        cameras = list(cameras)
+        if not cameras:
+            raise MVDPPError(BAD_INPUT, "no cameras to render", "pass at least one mvdpp.rig.Camera")
+        step = self._views_per_pass
+        for start in range(0, len(cameras), step):
+            chunk = cameras[start : start + step]
+            columns, rows = _grid(len(chunk))
+            self._instances.write(_view_instances(chunk, columns).tobytes())
+            yield start, chunk, columns, rows
+
+    def _tiles(self, data: bytes, columns: int, rows: int, count: int, channels: int, dtype) -> np.ndarray:
+        s = self.size
+        grid = np.frombuffer(data, dtype=dtype).reshape(rows, s, columns, s, channels)
+        return grid.transpose(0, 2, 1, 3, 4).reshape(rows * columns, s, s, channels)[:count]
+
+    # -- public -----------------------------------------------------------------------------
+    def render(self, mesh, cameras: list[Camera], lighting: Lighting | None = None) -> np.ndarray:
+        """RGBA views ``uint8 (N, size, size, 4)``: colour over white, alpha = coverage."""
+        parts = mesh if isinstance(mesh, list) and mesh and isinstance(mesh[0], MeshArrays) else mesh_parts(mesh, self.crease_deg)
+        lighting = lighting or Lighting()
+        ctx, program = self.ctx, self._color_program
+        program["u_ambient"].value = lighting.ambient
+        program["u_sky"].value = lighting.sky
+        program["u_key_dir"].value = tuple(_unit(lighting.key_direction))
+        program["u_key"].value = lighting.key_intensity
+        program["u_fill_dir"].value = tuple(_unit(lighting.fill_direction))
+        program["u_fill"].value = lighting.fill_intensity
+        program["u_texture"].value = 0
+        uploaded = self._upload(parts, program)
+        try:
+            out = np.empty((len(cameras), self.size, self.size, 4), dtype=np.uint8)
+            for start, chunk, columns, rows in self._passes(cameras):
+                multisampled, resolved = self._color_targets(columns, rows)
+                target = multisampled or resolved
+                target.use()
+                target.clear(1.0, 1.0, 1.0, 0.0, depth=1.0)
+                program["u_grid"].value = (columns, rows)
+                for vao, _, texture, vertices in uploaded:
+                    (texture or self._white).use(0)
+                    vao.render(vertices=vertices, instances=len(chunk))
+                if multisampled is not None:
+                    ctx.copy_framebuffer(resolved, multisampled)
+                data = resolved.read(components=4, alignment=1)
+                out[start : start + len(chunk)] = self._tiles(data, columns, rows, len(chunk), 4, np.uint8)
+            return out
+        finally:
+            self._release(uploaded)
+
+    def render_geometry(self, mesh, cameras: list[Camera]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel geometry, no anti-aliasing: (depth float32 (N, H, W), normal float32 (N, H, W, 3)).
+
+        depth is the distance along each camera's viewing axis (as mvdpp.rig.project_points),
+        0 where no surface is seen; normals are unit world-frame normals facing the camera.
+        """
+        parts = mesh if isinstance(mesh, list) and mesh and isinstance(mesh[0], MeshArrays) else mesh_parts(mesh, self.crease_deg)
+        program = self.ctx and self._geometry_program
+        uploaded = self._upload(parts, program)
+        try:
+            out = np.empty((len(cameras), self.size, self.size, 4), dtype=np.float32)
+            for start, chunk, columns, rows in self._passes(cameras):
+                target = self._geometry_target(columns, rows)
+                target.use()
+                target.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+                program["u_grid"].value = (columns, rows)
+                for vao, _, _, vertices in uploaded:
+                    vao.render(vertices=vertices, instances=len(chunk))
+                data = target.read(components=4, alignment=1, dtype="f4")
+                out[start : start + len(chunk)] = self._tiles(data, columns, rows, len(chunk), 4, np.float32)
+            return out[..., 3].copy(), out[..., :3].copy()
+        finally:
+            self._release(uploaded)
+
+    def release(self) -> None:
+        """Free the GL context now (it is also freed when the process ends)."""
+        if self._ctx is not None and self._pid == os.getpid():
+            self._ctx.release()
+        self._ctx = None
+
+
+def _unit(vector) -> np.ndarray:
+    v = np.asarray(vector, dtype=np.float64)
+    n = np.linalg.norm(v)
+    return v / n if n > 0 else v

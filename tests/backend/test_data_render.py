@@ -1,0 +1,97 @@
+"""The OpenGL renderer (mvdpp.data.render) against the camera rig's geometry."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+trimesh = pytest.importorskip("trimesh")
+pytest.importorskip("moderngl")
+
+from mvdpp.data.render import Lighting, Renderer  # noqa: E402
+from mvdpp.errors import MVDPPError  # noqa: E402
+from mvdpp.rig import Camera, project_points, rig_cameras  # noqa: E402
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    r = Renderer(SIZE)
+    yield r
+    r.release()
+
+
+def coloured(mesh, rgba):
+    mesh.visual.vertex_colors = np.tile(np.asarray(rgba, dtype=np.uint8), (len(mesh.vertices), 1))
+    return mesh
+
+
+def test_sphere_is_centred_and_alpha_matches_its_projected_disc(renderer):
+    radius = 0.3
+    sphere = coloured(trimesh.creation.icosphere(subdivisions=4, radius=radius), (200, 40, 40, 255))
+    cameras = [Camera(0.0, 0.0, 1.5), Camera(135.0, 30.0, 1.5), Camera(270.0, -20.0, 2.1)]
+    images = renderer.render(sphere, cameras, lighting=Lighting.flat())
+    assert images.shape == (3, SIZE, SIZE, 4) and images.dtype == np.uint8
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE] + 0.5  # pixel centres
+    for camera, image in zip(cameras, images):
+        alpha = image[..., 3] / 255.0
+        centre_px, _ = project_points(np.zeros((1, 3)), camera, SIZE)
+        assert centre_px[0] == pytest.approx([SIZE / 2, SIZE / 2])
+        cx, cy = (alpha * xs).sum() / alpha.sum(), (alpha * ys).sum() / alpha.sum()
+        assert (cx, cy) == pytest.approx((SIZE / 2, SIZE / 2), abs=0.15)
+        # silhouette of a sphere seen from distance d: a disc of radius f * tan(asin(r / d))
+        disc_radius = camera.focal_px(SIZE) * math.tan(math.asin(radius / camera.distance))
+        assert alpha.sum() == pytest.approx(math.pi * disc_radius**2, rel=0.03)
+        inside = (xs - SIZE / 2) ** 2 + (ys - SIZE / 2) ** 2 < (disc_radius - 1.0) ** 2
+        outside = (xs - SIZE / 2) ** 2 + (ys - SIZE / 2) ** 2 > (disc_radius + 1.0) ** 2
+        assert (image[inside, 3] == 255).all() and (image[outside, 3] == 0).all()
+        assert (image[outside, :3] == 255).all()  # background is white
+        # flat lighting shows the surface colour itself
+        assert np.abs(image[inside, :3].astype(int) - [200, 40, 40]).max() <= 1
+
+
+def test_near_cube_hides_far_cube(renderer):
+    near = coloured(trimesh.creation.box((0.3, 0.3, 0.3)), (255, 0, 0, 255))
+    near.apply_translation((0.0, -0.25, 0.0))  # towards the azimuth-0 camera (on -Y)
+    far = coloured(trimesh.creation.box((0.2, 0.2, 0.2)), (0, 0, 255, 255))
+    far.apply_translation((0.0, 0.3, 0.0))
+    front, back = Camera(0.0, 0.0, 1.5), Camera(180.0, 0.0, 1.5)
+    for scene in (trimesh.util.concatenate([far, near]), trimesh.util.concatenate([near, far])):
+        images = renderer.render(scene, [front, back], lighting=Lighting.flat())
+        red = (images[..., 0] > 200) & (images[..., 2] < 50) & (images[..., 3] == 255)
+        blue = (images[..., 2] > 200) & (images[..., 0] < 50) & (images[..., 3] == 255)
+        centre = SIZE // 2
+        assert red[0, centre, centre] and not blue[0].any()  # the far cube is fully hidden
+        assert blue[1, centre, centre]  # seen from behind, the blue cube is in front
+
+
+def test_depth_output_matches_camera_distance(renderer):
+    box = trimesh.creation.box((0.4, 0.4, 0.4))
+    camera = Camera(0.0, 0.0, 1.5)
+    depth, normal = renderer.render_geometry(box, [camera])
+    centre = SIZE // 2
+    assert depth[0, centre, centre] == pytest.approx(1.5 - 0.2, abs=1e-3)
+    assert normal[0, centre, centre] == pytest.approx([0.0, -1.0, 0.0], abs=1e-3)  # the face looking at the camera
+    assert depth[0, 0, 0] == 0.0
+
+
+def test_views_in_one_batch_match_single_renders(renderer):
+    """Tiles of one big framebuffer must not bleed into each other."""
+    mesh = coloured(trimesh.creation.box((0.9, 0.9, 0.9)), (30, 160, 90, 255))  # fills most of each view
+    cameras = rig_cameras()[:11]
+    batch = renderer.render(mesh, cameras)
+    for i in (0, 4, 10):
+        single = renderer.render(mesh, [cameras[i]])[0]
+        assert np.abs(batch[i].astype(int) - single.astype(int)).max() <= 1
+
+
+def test_renderer_rejects_bad_input(renderer):
+    with pytest.raises(MVDPPError):
+        renderer.render(trimesh.Trimesh(), [Camera(0.0, 0.0, 1.5)])
+    with pytest.raises(MVDPPError):
+        renderer.render(trimesh.creation.box(), [])
+    with pytest.raises(MVDPPError):
+        Renderer(size=3)
