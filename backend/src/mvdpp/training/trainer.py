@@ -170,11 +170,16 @@ class Trainer:
         return 1.0 if warm <= 0 else min(1.0, (scheduler_step + 1) / warm)
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        """One optimizer step on ``batch``; returns the (device) loss and metrics, no host sync."""
+    def train_step(self, batch: dict, randomness_of_step: int | None = None) -> tuple[torch.Tensor, dict]:
+        """One optimizer step on ``batch``; returns the (device) loss and metrics, no host sync.
+
+        ``randomness_of_step``: draw noise, timesteps and dropout as step N did (default: this
+        step); a fixed N with a fixed batch makes a pure overfitting problem (tests).
+        """
         acc = self.accelerator
         rank = acc.process_index
-        generator = torch.Generator(device=self.device).manual_seed(step_seed(self.settings.seed, rank, self.state.step))
+        noise_step = self.state.step if randomness_of_step is None else randomness_of_step
+        generator = torch.Generator(device=self.device).manual_seed(step_seed(self.settings.seed, rank, noise_step))
         with acc.autocast():
             if self.stage.trains == "vae":
                 loss, metrics = self.objective.loss(batch, generator, vae=self.forward_models["vae"])

@@ -1,0 +1,148 @@
+"""`mvdpp train` on the CPU with the tiny preset and the real procedural stream (64 px)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mvdpp.cli import main  # noqa: E402
+from mvdpp.errors import MVDPPError  # noqa: E402
+from mvdpp.training.run_folder import STATE_FILE, RunFolder  # noqa: E402
+from mvdpp.training.stages import STAGES, TrainSettings  # noqa: E402
+from mvdpp.training.trainer import Trainer  # noqa: E402
+
+
+def tiny_settings(output, stage="unet-v-mixed", **overrides) -> TrainSettings:
+    values = dict(stage=stage, output=str(output), preset="tiny", batch_size=1, warmup_steps=0, log_every=1,
+                  sample_every=0, checkpoint_every=0, keep_checkpoints=0, device="cpu")
+    values.update(overrides)
+    return TrainSettings(**values)
+
+
+def logged_losses(run_dir) -> list[float]:
+    return [r["loss"] for r in RunFolder(run_dir).read_log("train")]
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_each_stage_overfits_one_batch(tmp_path, stage):
+    """Every stage's step runs on a real rendered batch, and repeating one batch with the same
+    noise drives its loss down (the gradients reach the trained weights with the right sign)."""
+    trainer = Trainer(tiny_settings(tmp_path, stage, learning_rate=2e-3), quiet=True)
+    trainer.setup()
+    batch = next(trainer.batches())
+    assert batch["gen"].shape == (1, 8, 4, 64, 64) and batch["gen_view_ids"].shape == (1, 8)
+    losses = [float(trainer.train_step(batch, randomness_of_step=0)[0]) for _ in range(12)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses[-3:]) < 0.7 * losses[0], losses
+    assert trainer.state.step == 12
+    expected_trained = {"vae"} if stage == "vae" else {"unet", "image_encoder"}
+    assert set(trainer.trained_names) == expected_trained
+
+
+@pytest.fixture(scope="module")
+def resumed_runs(tmp_path_factory):
+    """The same 4 steps run straight through and as 2 + 2 with a resume in between."""
+    root = tmp_path_factory.mktemp("resume")
+    straight, split = root / "straight", root / "split"
+    Trainer(tiny_settings(straight, max_steps=4), quiet=True).train()
+    first = Trainer(tiny_settings(split, max_steps=2), quiet=True).train()
+    second = Trainer(tiny_settings(split, max_steps=4), resume=True, quiet=True).train()
+    return straight, split, first, second
+
+
+def test_resume_repeats_the_uninterrupted_run_bit_for_bit(resumed_runs):
+    straight, split, first, second = resumed_runs
+    assert first.steps_done == 2 and second.steps_done == 2 and second.state.step == 4
+    # Same data position, optimizer, LR schedule, EMA and RNG: identical loss sequences.
+    assert logged_losses(straight) == logged_losses(split)
+    assert len(logged_losses(straight)) == 4
+    state = json.loads((RunFolder(split).latest_checkpoint() / STATE_FILE).read_text())
+    assert state["step"] == 4 and state["data_position"] == 4 and state["samples_seen"] == 4
+
+
+def test_export_loads_in_the_pipeline_and_generates(resumed_runs, tmp_path):
+    from PIL import Image
+
+    from mvdpp.pipelines import MVDiffusionPPPipeline
+
+    _, split, _, _ = resumed_runs
+    export = tmp_path / "export"
+    assert main(["train", "--stage", "unet-v-mixed", "--output", str(split), "--export", str(export), "--export-only"]) == 0
+    weights = list(export.rglob("*.safetensors"))
+    assert {w.parent.name for w in weights} == {"unet", "vae", "image_encoder"}
+    from safetensors import safe_open
+
+    for w in weights:
+        with safe_open(str(w), "pt") as f:
+            assert all(f.get_slice(k).get_dtype() == "F16" for k in f.keys())
+    assert json.loads((export / STATE_FILE).read_text())["step"] == 4
+    pipe = MVDiffusionPPPipeline.from_pretrained(export, dtype=torch.float32)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    image = Image.new("RGBA", (64, 64), (255, 255, 255, 0))
+    image.paste((200, 40, 40, 255), (16, 16, 48, 48))
+    out = pipe([image], num_inference_steps=2, view_ids=[0, 9], output_type="np", generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (2, 64, 64, 4) and out.images.dtype.name == "uint8"
+
+
+def test_cli_init_from_export_stops_at_max_minutes_and_exports(resumed_runs, tmp_path):
+    """--init-from the previous stage's run; a tiny --max-minutes stops cleanly with a checkpoint."""
+    _, split, _, _ = resumed_runs
+    run, export = tmp_path / "run", tmp_path / "export"
+    code = main(["train", "--stage", "unet-v-single", "--init-from", str(split), "--output", str(run), "--device", "cpu",
+                 "--batch-size", "1", "--max-minutes", "0.0001", "--sample-every", "0", "--export", str(export)])
+    assert code == 0
+    stop = RunFolder(run).read_log("stop")[-1]
+    assert stop["stopped_by"] == "max_minutes"
+    latest = RunFolder(run).latest_checkpoint()
+    assert latest is not None and (latest / "pipeline" / "model_index.json").is_file()
+    # A different stage starts its own step count at 0.
+    assert json.loads((latest / STATE_FILE).read_text())["stage"] == "unet-v-single"
+    assert (export / "model_index.json").is_file()
+
+
+def test_sample_sheet_and_periodic_checkpoints(tmp_path):
+    trainer = Trainer(tiny_settings(tmp_path, "unet-eps-single", max_steps=2, sample_every=2, checkpoint_every=1,
+                                    keep_checkpoints=1), data="synthetic", quiet=True)
+    trainer.train()
+    sheets = list((tmp_path / "samples").glob("step-*.png"))
+    assert [p.name for p in sheets] == ["step-0000002.png"]
+    from PIL import Image
+
+    with Image.open(sheets[0]) as sheet:
+        assert sheet.size == (8 * 64, 3 * 64)  # condition | generated | ground truth rows
+    assert [p.name for p in RunFolder(tmp_path).list_checkpoints()] == ["step-0000002"]  # pruned to 1
+
+
+def test_user_errors_are_clear(tmp_path):
+    with pytest.raises(MVDPPError, match="Unknown training stage"):
+        tiny_settings(tmp_path, "unet-x").validate()
+    with pytest.raises(MVDPPError, match="does not exist"):
+        tiny_settings(tmp_path, init_from=str(tmp_path / "missing")).validate()
+    with pytest.raises(MVDPPError, match="neither a pipeline folder nor a training run"):
+        Trainer(tiny_settings(tmp_path, init_from=str(tmp_path)), quiet=True).setup()
+    with pytest.raises(MVDPPError, match="unknown model preset"):
+        tiny_settings(tmp_path, preset="huge").validate()
+
+
+def test_resume_refuses_another_stage(resumed_runs):
+    _, split, _, _ = resumed_runs
+    with pytest.raises(MVDPPError, match="trains stage unet-v-mixed"):
+        Trainer(tiny_settings(split, "unet-v-single", max_steps=5), resume=True, quiet=True).setup()
+
+
+def test_ema_follows_the_weights_with_warmup():
+    from mvdpp.training.ema import EMA
+
+    layer = torch.nn.Linear(2, 2)
+    ema = EMA({"m": layer}, decay=0.9)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    ema.update({"m": layer})  # first decay min(0.9, 1/10) = 0.1: mostly the new weights
+    target = torch.nn.Linear(2, 2)
+    ema.copy_to({"m": target})
+    assert torch.allclose(target.weight, torch.full((2, 2), 1.0), atol=0.2)
+    assert ema.current_decay() == pytest.approx(2 / 11)
