@@ -37,8 +37,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
     parser.add_argument("--compile", action="store_true", help="torch.compile the trained models")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format for the convolutions")
-    parser.add_argument("--data", default=d.data, choices=["procedural", "synthetic"],
-                        help="procedural objects rendered on the fly; synthetic = random tensors (throughput tests only)")
+    parser.add_argument("--data", default=d.data, choices=["procedural", "cache", "synthetic"],
+                        help="procedural: objects rendered on the fly per batch; cache: objects rendered into device memory "
+                             "once per epoch, batches drawn there; synthetic: random tensors (throughput tests only)")
+    parser.add_argument("--cache-objects", type=int, default=d.cache_objects, help="--data cache: objects per process (default: %(default)s)")
+    parser.add_argument("--cache-refresh-steps", type=int, default=d.cache_refresh_steps,
+                        help="--data cache: steps per epoch, after which new objects are rendered (default: %(default)s)")
     parser.add_argument("--assets", help="train on the meshes of this folder (OBJ/GLB/GLTF/PLY) instead of procedural objects")
     parser.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader worker processes per training process")
     parser.add_argument("--log-every", type=int, default=d.log_every, help="steps between loss logs (the only host syncs)")
@@ -60,7 +64,8 @@ def settings_from_args(args):
         device=args.device, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
         compile=args.compile, channels_last=args.channels_last, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, init_from=args.init_from,
-        data=args.data, num_workers=args.num_workers, assets=args.assets, export=args.export, log_objects=args.log_objects,
+        data=args.data, num_workers=args.num_workers, assets=args.assets,
+        cache_objects=args.cache_objects, cache_refresh_steps=args.cache_refresh_steps, export=args.export, log_objects=args.log_objects,
     )
 
 

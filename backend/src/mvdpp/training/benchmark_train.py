@@ -28,9 +28,11 @@ def add_arguments(parser) -> None:
     add_common_arguments(parser, default_steps=20)
     parser.add_argument("--stage", default="unet-eps-single", help="stage whose step is measured (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, help="objects per step (default: the preset's training batch)")
-    parser.add_argument("--data", default="synthetic", choices=["synthetic", "procedural"],
-                        help="synthetic: batches made on the device (the model alone); procedural: the real renderer stream")
-    parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers for --data procedural")
+    parser.add_argument("--data", default="synthetic", choices=["synthetic", "procedural", "cache"],
+                        help="synthetic: batches made on the device (the model alone); procedural: the renderer stream; "
+                             "cache: objects rendered into device memory first (rendering not timed, printed)")
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers (procedural stream, cache filling)")
+    parser.add_argument("--cache-objects", type=int, default=256, help="--data cache: objects rendered (default: %(default)s)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
 
 
@@ -53,11 +55,16 @@ def run(args) -> int:
         settings = TrainSettings(stage=args.stage, output=scratch, preset=preset, batch_size=args.batch_size, device=args.device,
                                  mixed_precision=args.mixed_precision, compile=args.compile, channels_last=args.channels_last,
                                  gradient_checkpointing=args.gradient_checkpointing, warmup_steps=0, num_workers=args.num_workers,
+                                 cache_objects=args.cache_objects, cache_refresh_steps=10**9,
                                  log_every=0, sample_every=0, checkpoint_every=0)
         trainer = Trainer(settings, data=args.data, quiet=True)
         trainer.setup()
         device = trainer.device
         data = trainer.batches()
+        if args.data == "cache":
+            fill_start = time.perf_counter()
+            next(data)  # renders the cache
+            print(f"  (object cache of {args.cache_objects} objects rendered in {time.perf_counter() - fill_start:.1f} s, not timed)")
         batch_size = settings.global_batch()
 
         def step():

@@ -6,6 +6,8 @@ distributed run sees different objects.
 
 * ``procedural``: ``mvdpp.data.stream.MultiViewStream`` (procedural objects, or the meshes of an
   asset folder, rendered on the fly).
+* ``cache``: objects rendered once per epoch into device memory, batches drawn there
+  (``object_cache``): no renderer and no host-to-device copy inside the step.
 * ``synthetic``: random tensors of the right shapes made on the device (benchmarks of the model
   alone: no renderer, no host-to-device copies).
 """
@@ -28,7 +30,13 @@ HOST_KEYS = ("gen_view_ids", "object_seed")
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) and k not in HOST_KEYS else v) for k, v in batch.items()}
+    """Copy a host batch to ``device``; pinned first on CUDA so the copy does not stall the host."""
+    pin = device.type == "cuda"
+
+    def move(v):
+        return (v.pin_memory() if pin and not v.is_pinned() else v).to(device, non_blocking=True)
+
+    return {k: (move(v) if isinstance(v, torch.Tensor) and k not in HOST_KEYS else v) for k, v in batch.items()}
 
 
 def synthetic_batches(batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int, start: int,
@@ -81,11 +89,17 @@ def procedural_batches(batch_size: int, resolution: int, condition_mode: str, se
 
 
 def make_batches(kind: str, *, batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int,
-                 world_size: int, start: int, device: torch.device, num_workers: int = 0, assets: str | None = None) -> Iterator[dict]:
+                 world_size: int, start: int, device: torch.device, num_workers: int = 0, assets: str | None = None,
+                 cache_objects: int = 1024, cache_refresh_steps: int = 500, log=print) -> Iterator[dict]:
     """Batches for process ``rank``; ``start`` is the global batch index to continue from."""
     if kind == "synthetic":
         return synthetic_batches(batch_size, resolution, condition_mode, seed, rank, start + rank, device, world_size)
     if kind == "procedural":
         batches = procedural_batches(batch_size, resolution, condition_mode, seed, rank, world_size, start, num_workers, assets)
         return (to_device(b, device) for b in batches)
-    raise MVDPPError(BAD_INPUT, f"Unknown training data {kind!r}.", "Use --data procedural (or synthetic for benchmarks).")
+    if kind == "cache":
+        from .object_cache import DeviceObjectCache, cache_batches
+
+        cache = DeviceObjectCache(cache_objects, cache_refresh_steps, resolution, seed, rank, world_size, device, num_workers, assets, log)
+        return cache_batches(cache, batch_size, condition_mode, start)
+    raise MVDPPError(BAD_INPUT, f"Unknown training data {kind!r}.", "Use --data procedural or cache (or synthetic for benchmarks).")

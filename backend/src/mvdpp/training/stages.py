@@ -92,9 +92,12 @@ class TrainSettings:
     keep_checkpoints: int = 2
     #: a diffusers pipeline folder or a previous run folder whose (EMA) weights start this run
     init_from: str | None = None
-    #: training data: "procedural" (the renderer, on the fly) or a shard file made by
-    #: `mvdpp train --make-shard` (pre-rendered objects kept on the device)
+    #: training data: "procedural" (rendered on the fly, batch by batch), "cache" (objects rendered
+    #: into device memory once per epoch, batches drawn there) or "synthetic" (benchmarks only)
     data: str = "procedural"
+    #: objects per process in the device cache, and steps before it is re-rendered with new objects
+    cache_objects: int = 1024
+    cache_refresh_steps: int = 500
     num_workers: int = 0
     #: a folder of meshes (OBJ/GLB/GLTF/PLY) to train on instead of procedural objects
     assets: str | None = None

@@ -209,7 +209,8 @@ class Trainer:
                              f"Use a multiple of {acc.num_processes}.")
         return make_batches(self.data_kind, batch_size=per_process, resolution=self.resolution, condition_mode=self.stage.condition_mode,
                             seed=s.seed, rank=acc.process_index, world_size=acc.num_processes, start=self.state.data_position,
-                            device=self.device, num_workers=s.num_workers, assets=s.assets)
+                            device=self.device, num_workers=s.num_workers, assets=s.assets, cache_objects=s.cache_objects,
+                            cache_refresh_steps=s.cache_refresh_steps, log=self.print)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> TrainResult:
