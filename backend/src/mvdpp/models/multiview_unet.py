@@ -62,6 +62,9 @@ class MultiViewUNetModel(ModelMixin, ConfigMixin):
         condition_branch_value: float = 0.0,
         generation_branch_value: float = 1.0,
         num_view_slots: int = NUM_VIEW_SLOTS,
+        #: any further UNet2DConditionModel settings (e.g. those of a Stable Diffusion checkpoint
+        #: that differ from diffusers' defaults, such as upcast_attention).
+        extra_body_config: dict | None = None,
     ):
         super().__init__()
         self.input_reduce = nn.Conv2d(2 * latent_channels + 1, latent_channels, kernel_size=1)
@@ -80,6 +83,7 @@ class MultiViewUNetModel(ModelMixin, ConfigMixin):
             norm_num_groups=norm_num_groups,
             # The view embedding arrives as ready-made "class labels" added to the time embedding.
             class_embed_type="identity",
+            **(extra_body_config or {}),
         )
         time_embed_dim = self.body.time_embedding.linear_2.out_features
         self.view_embedding = nn.Embedding(num_view_slots, time_embed_dim)

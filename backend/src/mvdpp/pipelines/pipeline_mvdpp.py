@@ -38,6 +38,14 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
         # set_progress_bar_config(disable=False) brings the bar back.
         self.set_progress_bar_config(disable=True)
 
+    @classmethod
+    def from_stable_diffusion(cls, sd_path, image_encoder_path=None, **kwargs) -> "MVDiffusionPPPipeline":
+        """The ``paper`` model initialised from a Stable Diffusion 2 inpainting checkpoint and a CLIP
+        image encoder (see ``mvdpp.pipelines.from_stable_diffusion`` for how)."""
+        from .from_stable_diffusion import pipeline_from_stable_diffusion
+
+        return pipeline_from_stable_diffusion(cls, sd_path, image_encoder_path, **kwargs)
+
     # ----------------------------------------------------------------------------- properties
     @property
     def vae_scale_factor(self) -> int:

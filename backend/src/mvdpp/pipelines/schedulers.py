@@ -26,7 +26,7 @@ DEFAULT_SCHEDULE = {
 #: sampling at the last training timestep, which matters for few-step sampling.
 SCHEDULERS = {
     "ddpm": ("DDPMScheduler", {"clip_sample": False, "variance_type": "fixed_small", "timestep_spacing": "trailing"}),
-    "ddim": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}),
+    "ddim": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": True, "timestep_spacing": "trailing"}),
     "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "timestep_spacing": "trailing"}),
     "euler": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
 }

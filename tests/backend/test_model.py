@@ -1,0 +1,320 @@
+"""The multi-view UNet, the shared input preparation and the pipeline, on the tiny preset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from PIL import Image  # noqa: E402
+
+from mvdpp.errors import JobCancelled, MVDPPError  # noqa: E402
+from mvdpp.models import encode_rgba  # noqa: E402
+from mvdpp.pipelines import MVDiffusionPPPipeline, build_unet_inputs, encode_condition, split_views  # noqa: E402
+from mvdpp.presets import PRESETS, build_pipeline, build_unet  # noqa: E402
+
+STEPS = 3
+
+
+def rgba_image(seed: int, size: int = 64) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    array = np.full((size, size, 4), 255, np.uint8)
+    array[16:48, 16:48, :3] = rng.integers(0, 255, (32, 32, 3))  # a coloured square object
+    array[..., 3] = 0
+    array[16:48, 16:48, 3] = 255
+    return Image.fromarray(array)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: threads only add contention on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return build_pipeline("tiny", seed=0)
+
+
+def unet_inputs(pipe, num_condition, gen_ids, batch=1, seed=0, drop=None):
+    """Random noisy latents for ``batch`` objects, through the shared preparation code."""
+    g = torch.Generator().manual_seed(seed)
+    size = pipe.resolution
+    cond_images = torch.rand(batch, num_condition, 4, size, size, generator=g) * 2 - 1
+    condition = encode_condition(pipe.vae, pipe.image_encoder, cond_images)
+    latent = (pipe.unet.config.latent_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+    noisy_cond = torch.randn(batch, num_condition, *latent, generator=g)
+    noisy_gen = torch.randn(batch, len(gen_ids), *latent, generator=g)
+    gen_view_ids = torch.tensor(gen_ids).expand(batch, -1)
+    timesteps = torch.full((batch,), 500)
+    return build_unet_inputs(pipe.unet.config, noisy_cond, noisy_gen, condition, gen_view_ids, timesteps, drop_condition=drop)
+
+
+@torch.no_grad()
+def run_unet(pipe, inputs):
+    return pipe.unet(**inputs.as_kwargs()).sample
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("num_condition", [1, 10])
+def test_unet_shapes_for_1_and_10_condition_views_and_8_of_32_subsets(pipe, num_condition):
+    gen_ids = [3, 17, 0, 31, 8, 9, 22, 5]
+    inputs = unet_inputs(pipe, num_condition, gen_ids, batch=2)
+    c, s = pipe.unet.config.latent_channels, pipe.unet.config.sample_size
+    views = num_condition + len(gen_ids)
+    assert inputs.sample.shape == (2 * views, 2 * c + 1, s, s)
+    assert inputs.num_views == views
+    assert inputs.view_ids.tolist() == ([32 + i for i in range(num_condition)] + gen_ids) * 2
+    out = run_unet(pipe, inputs)
+    assert out.shape == (2 * views, c, s, s)
+    cond_part, gen_part = split_views(out, 2, num_condition)
+    assert cond_part.shape == (2, num_condition, c, s, s) and gen_part.shape == (2, 8, c, s, s)
+
+
+def test_branch_mask_and_condition_latent_channels(pipe):
+    inputs = unet_inputs(pipe, 2, [4, 5, 6])
+    c = pipe.unet.config.latent_channels
+    mask = inputs.sample[:, c]
+    assert torch.all(mask[:2] == pipe.unet.config.condition_branch_value)
+    assert torch.all(mask[2:] == pipe.unet.config.generation_branch_value)
+    # Generation views' condition latent is the white "null" latent, condition views' their own.
+    null = inputs.sample[2, c + 1:]
+    assert torch.equal(inputs.sample[3, c + 1:], null) and not torch.equal(inputs.sample[0, c + 1:], null)
+
+
+def test_unconditional_inputs_carry_nothing_of_the_condition(pipe):
+    a = unet_inputs(pipe, 2, [4, 5], seed=1, drop=True)
+    b = unet_inputs(pipe, 2, [4, 5], seed=2, drop=True)  # other condition images, other noise
+    c = pipe.unet.config.latent_channels
+    assert torch.equal(a.sample[:2], b.sample[:2])  # condition views identical (zeros + null latent)
+    assert torch.equal(a.encoder_hidden_states, b.encoder_hidden_states)
+    assert not torch.equal(a.sample[2:, :c], b.sample[2:, :c])  # generation noise untouched
+    per_object = unet_inputs(pipe, 2, [4, 5], batch=2, seed=1, drop=torch.tensor([True, False]))
+    assert torch.equal(per_object.sample[:2], a.sample[:2])  # object 0 dropped: same empty condition views
+    assert per_object.sample[4:6, :c].abs().amin() > 0  # object 1 keeps its noisy condition latents
+    assert not torch.equal(per_object.sample[4:6, c + 1:], a.sample[:2, c + 1:])
+    tokens = per_object.encoder_hidden_states
+    assert tokens[:4].abs().max() == 0 and tokens[4:].abs().max() > 0
+
+
+def test_pipeline_shapes_cameras_and_output_types(pipe):
+    images = [rgba_image(i) for i in range(10)]
+    ids = [7, 0, 15, 31, 8, 1, 2, 30]
+    out = pipe(images, num_inference_steps=2, guidance_scale=2.0, generator=torch.Generator().manual_seed(0), view_ids=ids)
+    assert len(out.images) == 8 and all(im.mode == "RGBA" and im.size == (64, 64) for im in out.images)
+    assert [cam.index for cam in out.cameras] == ids
+    arr = pipe(images[:1], num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert arr.shape == (32, 64, 64, 4) and arr.dtype == np.uint8
+    lat = pipe(images[:1], num_inference_steps=1, view_ids=[1, 2], output_type="latent").images
+    assert lat.shape == (2, 4, 8, 8)
+
+
+# ----------------------------------------------------------------------------- global attention
+
+
+def test_global_attention_mixes_views_and_only_through_self_attention(pipe):
+    """Changing only a condition view's noisy latent changes every generation view's output, and
+    does not with global attention switched off (tokens and everything else held fixed)."""
+    c = pipe.unet.config.latent_channels
+    for levels, should_change in ((None, True), ((), False)):
+        unet = build_unet("tiny", global_attention_levels=levels).eval()
+        unet.load_state_dict(pipe.unet.state_dict())
+        inputs = unet_inputs(pipe, 1, list(range(6)))
+        before = unet(**inputs.as_kwargs()).sample.detach()
+        inputs.sample[0, :c] += 1.0
+        after = unet(**inputs.as_kwargs()).sample.detach()
+        changed = (after[1:] - before[1:]).flatten(1).abs().amax(dim=1) > 1e-5
+        assert bool(changed.all()) if should_change else not bool(changed.any()), levels
+
+
+def test_changing_one_condition_image_changes_every_generated_view(pipe):
+    kwargs = dict(num_inference_steps=STEPS, guidance_scale=2.0, view_ids=list(range(0, 32, 4)), output_type="np")
+    a = pipe([rgba_image(0), rgba_image(1)], generator=torch.Generator().manual_seed(0), **kwargs).images
+    b = pipe([rgba_image(0), rgba_image(2)], generator=torch.Generator().manual_seed(0), **kwargs).images
+    differs = np.abs(a.astype(int) - b.astype(int)).reshape(len(a), -1).max(axis=1) > 0
+    assert differs.all()
+
+
+def test_generation_views_are_permutation_equivariant(pipe):
+    """Permuting generation views' inputs together with their ids permutes the outputs; the view
+    embedding is made non-zero so that the ids matter."""
+    unet = build_unet("tiny").eval()
+    unet.load_state_dict(pipe.unet.state_dict())
+    with torch.no_grad():
+        unet.view_embedding_scale.fill_(1.0)
+    ids = [0, 5, 9, 20, 31]
+    inputs = unet_inputs(pipe, 2, ids)
+    out = unet(**inputs.as_kwargs()).sample.detach()
+    order = [0, 1] + [2 + i for i in (3, 0, 4, 2, 1)]  # condition views stay first
+    permuted = unet_inputs(pipe, 2, ids)
+    permuted.sample, permuted.view_ids = inputs.sample[order], inputs.view_ids[order]
+    out_permuted = unet(**permuted.as_kwargs()).sample.detach()
+    torch.testing.assert_close(out_permuted, out[order], atol=1e-5, rtol=1e-4)
+    # Permuting the inputs but not the ids is NOT the same (the ids really are used).
+    permuted.view_ids = inputs.view_ids
+    assert not torch.allclose(unet(**permuted.as_kwargs()).sample, out[order], atol=1e-4)
+
+
+def test_view_embedding_scale_starts_at_zero_and_trains():
+    unet = build_unet("tiny")
+    assert unet.view_embedding_scale.requires_grad and unet.view_embedding_scale.shape == (1,)
+    assert float(unet.view_embedding_scale.detach()) == 0.0
+    assert unet.view_embedding.num_embeddings == 42
+    pipe = build_pipeline("tiny", seed=0)
+    inputs = unet_inputs(pipe, 1, [0, 1])
+    pipe.unet.view_embedding_scale.requires_grad_(True)
+    pipe.unet(**inputs.as_kwargs()).sample.square().mean().backward()
+    assert pipe.unet.view_embedding_scale.grad is not None and float(pipe.unet.view_embedding_scale.grad.abs()) > 0
+
+
+# ----------------------------------------------------------------------------- pipeline behaviour
+
+
+def test_same_seed_same_images_other_seed_other_images(pipe):
+    kwargs = dict(num_inference_steps=STEPS, guidance_scale=2.0, view_ids=[0, 9, 18], output_type="np")
+    a = pipe([rgba_image(0)], generator=torch.Generator().manual_seed(7), **kwargs).images
+    b = pipe([rgba_image(0)], generator=torch.Generator().manual_seed(7), **kwargs).images
+    c = pipe([rgba_image(0)], generator=torch.Generator().manual_seed(8), **kwargs).images
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_seeded_build_gives_identical_weights():
+    a, b = build_pipeline("tiny", seed=3), build_pipeline("tiny", seed=3)
+    for (name, pa), pb in zip(a.unet.state_dict().items(), b.unet.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    c = build_pipeline("tiny", seed=4)
+    assert not torch.equal(a.unet.body.conv_in.weight, c.unet.body.conv_in.weight)
+
+
+def test_save_load_round_trip_gives_identical_outputs(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    assert list(tmp_path.glob("unet/*.safetensors")) and list(tmp_path.glob("vae/*.safetensors"))
+    loaded = MVDiffusionPPPipeline.from_pretrained(tmp_path)
+    assert type(loaded.image_encoder) is type(pipe.image_encoder) and loaded.scheduler_name == pipe.scheduler_name
+    kwargs = dict(num_inference_steps=STEPS, guidance_scale=2.5, view_ids=[1, 2, 3], output_type="np")
+    a = pipe([rgba_image(0)], generator=torch.Generator().manual_seed(0), **kwargs).images
+    b = loaded([rgba_image(0)], generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert np.array_equal(a, b)
+
+
+def test_guidance_on_and_off(pipe, monkeypatch):
+    calls = []
+    original = pipe.unet.forward
+
+    def counting_forward(*args, **kwargs):
+        calls.append(kwargs["sample"].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.unet, "forward", counting_forward)
+    kwargs = dict(num_inference_steps=2, view_ids=[0, 1, 2], output_type="latent")
+    off = pipe([rgba_image(0)], guidance_scale=1.0, generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert calls == [4, 4]  # one pass of 1 condition + 3 generation views per step
+    calls.clear()
+    on = pipe([rgba_image(0)], guidance_scale=4.0, generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert calls == [8, 8]  # conditional and unconditional passes batched together
+    calls.clear()
+    on_sequential = pipe([rgba_image(0)], guidance_scale=4.0, generator=torch.Generator().manual_seed(0),
+                         batch_guidance=False, **kwargs).images
+    assert calls == [4, 4, 4, 4]
+    assert not torch.allclose(on, off, atol=1e-4)
+    torch.testing.assert_close(on_sequential, on, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++", "euler"])
+def test_samplers_follow_the_prediction_type(pipe, monkeypatch, prediction_type, sampler):
+    """With a perfect denoiser for a known clean latent, every sampler lands on that latent when
+    the model predicts what the scheduler config says (epsilon or v), and misses when not."""
+    pipe = build_pipeline("tiny", seed=0, prediction_type=prediction_type, scheduler=sampler)
+    assert pipe.scheduler.config.prediction_type == prediction_type
+    alphas = pipe.scheduler.alphas_cumprod
+    target = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)).clamp(-2, 2)
+    c = pipe.unet.config.latent_channels
+
+    def oracle(kind):
+        def forward(sample, timestep, encoder_hidden_states, view_ids, num_views, return_dict=True):
+            a = alphas[timestep.round().long()].view(-1, 1, 1, 1)
+            x_t = sample[:, :c]  # the scaled model input is the variance-preserving x_t for every sampler
+            eps = (x_t - a.sqrt() * target) / (1 - a).sqrt()
+            out = eps if kind == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * target
+            return type("Out", (), {"sample": out})()
+        return forward
+
+    kwargs = dict(num_inference_steps=10, guidance_scale=1.0, view_ids=[0, 1], output_type="latent")
+    monkeypatch.setattr(pipe.unet, "forward", oracle(prediction_type))
+    right = pipe([rgba_image(0)], generator=torch.Generator().manual_seed(0), **kwargs).images
+    other = "v_prediction" if prediction_type == "epsilon" else "epsilon"
+    monkeypatch.setattr(pipe.unet, "forward", oracle(other))
+    wrong = pipe([rgba_image(0)], generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert (right - target).abs().max() < 1e-3
+    assert (wrong - target).abs().mean() > 0.03
+
+
+def test_use_scheduler_keeps_schedule_and_prediction_type():
+    pipe = build_pipeline("tiny", seed=0, prediction_type="v_prediction")
+    for name in ("ddpm", "ddim", "euler", "dpm++"):
+        pipe.use_scheduler(name)
+        assert pipe.scheduler_name == name and pipe.scheduler.config.prediction_type == "v_prediction"
+        assert pipe.scheduler.config.beta_schedule == "scaled_linear"
+
+
+def test_callback_sees_every_step_and_can_cancel(pipe):
+    seen = []
+
+    def callback(p, step, timestep, kwargs):
+        seen.append((step, tuple(kwargs["latents"].shape)))
+        return {}
+
+    pipe([rgba_image(0)], num_inference_steps=STEPS, view_ids=[0], callback_on_step_end=callback, output_type="latent")
+    assert seen == [(i, (1, 1, 4, 8, 8)) for i in range(STEPS)]
+
+    def cancel(p, step, timestep, kwargs):
+        raise JobCancelled()
+
+    with pytest.raises(JobCancelled):
+        pipe([rgba_image(0)], num_inference_steps=STEPS, view_ids=[0], callback_on_step_end=cancel)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(images=[]),
+    dict(images=[rgba_image(i) for i in range(11)]),
+    dict(images=[Image.new("L", (64, 64))]),
+    dict(images=["not an image"]),
+    dict(view_ids=[32]),
+    dict(view_ids=[1, 1]),
+    dict(view_ids=[]),
+    dict(scheduler="lms"),
+    dict(output_type="jpeg"),
+    dict(num_inference_steps=0),
+])
+def test_bad_input_raises_a_clear_error(pipe, bad):
+    kwargs = dict(images=[rgba_image(0)], num_inference_steps=1)
+    kwargs.update(bad)
+    images = kwargs.pop("images")
+    with pytest.raises(MVDPPError) as info:
+        pipe(images, **kwargs)
+    assert info.value.hint
+
+
+def test_rgb_inputs_of_other_sizes_are_accepted(pipe):
+    rgb = rgba_image(0, size=100).convert("RGB")
+    out = pipe([rgb], num_inference_steps=1, view_ids=[0], output_type="np")
+    assert out.images.shape == (1, 64, 64, 4)
+
+
+def test_presets_keep_attention_heads_at_least_32_wide():
+    for name, preset in PRESETS.items():
+        unet = preset["unet"]
+        for width, heads in zip(unet["block_out_channels"], unet["attention_head_dim"]):
+            assert width % heads == 0 and width // heads >= 32, (name, width, heads)
+
+
+def test_encode_rgba_keeps_leading_dimensions(pipe):
+    images = torch.rand(2, 3, 4, 64, 64) * 2 - 1
+    latents = encode_rgba(pipe.vae, images)
+    assert latents.shape == (2, 3, 4, 8, 8)
