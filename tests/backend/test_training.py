@@ -168,3 +168,19 @@ def test_device_cache_draws_stream_like_batches_and_resumes_exactly(tmp_path):
     assert batch["gen"].shape == (3, 8, 4, 64, 64) and batch["cond"].shape[2:] == (4, 64, 64)
     assert batch["gen"].min() >= -1 and batch["gen"].max() <= 1 and batch["gen"][:, :, 3].max() == 1  # objects visible
     assert (batch["gen_view_ids"].diff(dim=1) > 0).all()  # 8 distinct rig views, ascending like the stream
+
+
+def test_carry_packs_a_folder_into_small_parts_and_back(tmp_path):
+    from mvdpp.training.carry import pack, unpack
+
+    folder = tmp_path / "export" / "unet"
+    folder.mkdir(parents=True)
+    payload = bytes(range(256)) * 4000  # ~1 MB
+    (folder / "weights.bin").write_bytes(payload)
+    parts = pack(tmp_path / "export", tmp_path / "out", part_bytes=300_000)
+    assert len(parts) == 4 and all(p.stat().st_size <= 300_000 for p in parts)
+    restored = unpack(tmp_path / "out", tmp_path / "restored")
+    assert (restored / "unet" / "weights.bin").read_bytes() == payload
+    parts[1].unlink()
+    with pytest.raises(SystemExit, match="3 of 4 parts"):
+        unpack(tmp_path / "out", tmp_path / "again")
