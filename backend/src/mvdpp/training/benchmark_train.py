@@ -108,7 +108,7 @@ def run(args) -> int:
           f"{', compiled' if args.compile else ''}{', channels_last' if args.channels_last else ''})")
     print(f"  trained parameters    {trained / 1e6:.2f} M")
     print(f"  step time             {seconds * 1000:.1f} ms   ({steps} steps after {warmup} warm-up)")
-    print(f"  samples/s             {batch_size / seconds:.1f}")
+    print(f"  samples/s             {batch_size / seconds:.4g}")
     print(f"  model FLOPs / step    {flops / 1e12:.4g} TFLOP (fwd + bwd)")
     print(f"  achieved              {achieved:.4g} TFLOP/s = {100 * achieved / peak_rate:.1f}% of the {peak_dtype} matmul rate "
           f"measured now ({peak_rate:.4g} TFLOP/s)")

@@ -258,6 +258,8 @@ class Trainer:
                 self.save_checkpoint()
         if window_steps and s.log_every:
             self._log_window(sums, window_steps, window_start)
+        if s.sample_every and preview is not None and self.state.step % s.sample_every:
+            self.write_samples(preview)  # the state the run ends in, if not just drawn
         self.state.wall_seconds = wall_before + time.monotonic() - started
         checkpoint = self.save_checkpoint()
         exported = None
