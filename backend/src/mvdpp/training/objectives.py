@@ -26,15 +26,37 @@ KL_WEIGHT = 1e-6
 MASK_BCE_WEIGHT = 0.1
 
 
+class VAERoundTrip(nn.Module):
+    """encode -> sample -> decode as one ``forward``, so DDP (which only wraps ``forward``)
+    sees the whole VAE step and synchronises its gradients."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator):
+        posterior = self.vae.encode(images).latent_dist
+        latents = posterior.sample(generator)
+        decoded = self.vae.decode(latents).sample
+        kl = posterior.kl().mean() / latents[0].numel()
+        return decoded, kl
+
+
 class VAEObjective:
     """Mask-aware VAE: L1 on RGBA (clamped as the pipeline decodes), BCE on the mask, small KL."""
 
     def __init__(self, pipe, stage: Stage):
         self.pipe = pipe
         self.stage = stage
+        self.round_trip = VAERoundTrip(pipe.vae)
 
     def trained_modules(self) -> dict[str, nn.Module]:
+        """The pipeline components whose weights train (EMA, export)."""
         return {"vae": self.pipe.vae}
+
+    def training_modules(self) -> dict[str, nn.Module]:
+        """What the trainer wraps (accelerate.prepare) and calls: the same parameters."""
+        return {"vae": self.round_trip}
 
     def frozen_modules(self) -> dict[str, nn.Module]:
         return {"unet": self.pipe.unet, "image_encoder": self.pipe.image_encoder}
@@ -44,16 +66,15 @@ class VAEObjective:
         return torch.cat([batch["cond"].flatten(0, 1), batch["gen"].flatten(0, 1)])
 
     def loss(self, batch: dict, generator: torch.Generator, vae: nn.Module | None = None) -> tuple[torch.Tensor, dict]:
-        vae = vae or self.pipe.vae
+        """``vae``: the (possibly wrapped) ``VAERoundTrip`` from ``training_modules``."""
+        round_trip = vae or self.round_trip
         images = self.images_of(batch)
-        posterior = vae.encode(images).latent_dist
-        latents = posterior.sample(generator)
-        decoded = vae.decode(latents).sample.float()
+        decoded, kl = round_trip(images, generator)
+        decoded, kl = decoded.float(), kl.float()
         target = images.float()
         l1 = (decoded.clamp(-1, 1) - target).abs().mean()
         mask_target = (target[:, 3] + 1.0) / 2.0
         bce = F.binary_cross_entropy_with_logits(decoded[:, 3] * MASK_LOGIT_SCALE, mask_target)
-        kl = posterior.kl().mean() / latents[0].numel()
         loss = l1 + MASK_BCE_WEIGHT * bce + KL_WEIGHT * kl
         return loss, {"l1": l1.detach(), "mask_bce": bce.detach(), "kl": kl.detach()}
 
@@ -76,6 +97,9 @@ class UNetObjective:
         if _is_trainable_encoder(self.pipe.image_encoder):
             modules["image_encoder"] = self.pipe.image_encoder
         return modules
+
+    def training_modules(self) -> dict[str, nn.Module]:
+        return self.trained_modules()
 
     def frozen_modules(self) -> dict[str, nn.Module]:
         frozen = {"vae": self.pipe.vae}

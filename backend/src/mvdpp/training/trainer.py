@@ -114,6 +114,9 @@ class Trainer:
             from ..presets import build_pipeline
 
             self.pipe = build_pipeline(s.preset, seed=s.seed, prediction_type=self.stage.prediction_type or "epsilon")
+            if self.stage.trains == "unet":
+                self.print(f"note: {self.stage.name} starts from scratch with a random, frozen VAE; "
+                           "real runs start from the VAE stage's export (--init-from)")
         if self.stage.prediction_type and self.pipe.scheduler.config.get("prediction_type") != self.stage.prediction_type:
             # The sampler saved with the checkpoint must know what the UNet now predicts.
             self.pipe.use_scheduler(self.pipe.scheduler_name or "ddpm", prediction_type=self.stage.prediction_type)
@@ -133,14 +136,15 @@ class Trainer:
         self.trained_names = list(trained)
         self.ema = EMA(trained, decay=s.ema_decay)
 
+        training = self.objective.training_modules()  # same parameters, possibly in a wrapper
         params = [p for m in trained.values() for p in m.parameters()]
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(params, lr=s.lr(), betas=tuple(s.adam_betas), weight_decay=s.weight_decay,
                                            fused=fused, foreach=None if fused else True)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        prepared = acc.prepare(*trained.values(), self.optimizer, self.lr_scheduler)
-        self.models = dict(zip(self.trained_names, prepared[: len(trained)]))
-        self.optimizer, self.lr_scheduler = prepared[len(trained):]
+        prepared = acc.prepare(*training.values(), self.optimizer, self.lr_scheduler)
+        self.models = dict(zip(training, prepared[: len(training)]))
+        self.optimizer, self.lr_scheduler = prepared[len(training):]
         acc.register_for_checkpointing(self.ema)
         if resume_dir is not None:
             acc.load_state(str(resume_dir))
@@ -155,6 +159,8 @@ class Trainer:
     def _continue_from_export(self, folder: Path) -> None:
         """An export of the same stage continues its step count (fresh optimizer, new warm-up)."""
         saved_path = folder / STATE_FILE
+        if not saved_path.is_file() and folder.name == PIPELINE_DIR:
+            saved_path = folder.parent / STATE_FILE  # a run's checkpoint folder
         if not saved_path.is_file():
             return
         saved = TrainingState.read(saved_path)
