@@ -31,14 +31,16 @@ def logged_losses(run_dir) -> list[float]:
 def test_each_stage_overfits_one_batch(tmp_path, stage):
     """Every stage's step runs on a real rendered batch, and repeating one batch with the same
     noise drives its loss down (the gradients reach the trained weights with the right sign)."""
-    trainer = Trainer(tiny_settings(tmp_path, stage, learning_rate=2e-3), quiet=True)
+    trainer = Trainer(tiny_settings(tmp_path, stage, learning_rate=3e-3), quiet=True)
     trainer.setup()
     batch = next(trainer.batches())
     assert batch["gen"].shape == (1, 8, 4, 64, 64) and batch["gen_view_ids"].shape == (1, 8)
-    losses = [float(trainer.train_step(batch, randomness_of_step=0)[0]) for _ in range(12)]
+    if stage == "vae":  # the VAE step is the slow one on the CPU: 3 of the 8 views suffice
+        batch = {**batch, "gen": batch["gen"][:, :3]}
+    losses = [float(trainer.train_step(batch, randomness_of_step=0)[0]) for _ in range(10)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert min(losses[-3:]) < 0.7 * losses[0], losses
-    assert trainer.state.step == 12
+    assert trainer.state.step == 10
     expected_trained = {"vae"} if stage == "vae" else {"unet", "image_encoder"}
     assert set(trainer.trained_names) == expected_trained
 
@@ -162,9 +164,10 @@ def test_device_cache_draws_stream_like_batches_and_resumes_exactly(tmp_path):
     epoch0, epoch1 = set(seeds[:2]), {seeds[2]}
     assert not epoch0 & epoch1  # step 2 starts epoch 1: new objects
 
-    trainer = Trainer(tiny_settings(tmp_path / "shape", stage="unet-v-mixed", batch_size=3, **kw), quiet=True)
-    trainer.setup()
-    batch = next(trainer.batches())
+    from mvdpp.training.object_cache import DeviceObjectCache
+
+    cache = DeviceObjectCache(2, 10, 64, seed=1, rank=0, world_size=1, device=torch.device("cpu"), log=lambda *a: None)
+    batch = cache.batch(0, 3, "sparse")
     assert batch["gen"].shape == (3, 8, 4, 64, 64) and batch["cond"].shape[2:] == (4, 64, 64)
     assert batch["gen"].min() >= -1 and batch["gen"].max() <= 1 and batch["gen"][:, :, 3].max() == 1  # objects visible
     assert (batch["gen_view_ids"].diff(dim=1) > 0).all()  # 8 distinct rig views, ascending like the stream
