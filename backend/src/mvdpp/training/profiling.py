@@ -7,8 +7,9 @@
 * ``component_breakdown``: a torch.profiler run whose time is split by component. Regions the
   training code marks with ``torch.profiler.record_function`` ("data", "vae", "optimizer",
   "ema", "image_encoder") win; everything else is classified by the aten operator that launched
-  the work (attention, convolution, normalisation, linear, other). Self times are summed, so the
-  components add up to the profiled total without double counting.
+  the work (attention, convolution, normalisation, linear, other). Self times are summed (on
+  CUDA: the kernel time of each launching CPU op), so the components add up to the profiled
+  total without double counting.
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ def component_breakdown(fn: Callable[[], object], device: torch.device, steps: i
             parent = getattr(parent, "cpu_parent", None)
     totals: dict[str, float] = defaultdict(float)
     for event in events:
+        if on_device and str(getattr(event, "device_type", "")).split(".")[-1] != "CPU":
+            # A kernel's time is already in the self device time of the CPU op that launched it.
+            continue
         us = _self_time_us(event, on_device)
         if us:
             totals[_classify(event, region_of)] += us
