@@ -95,3 +95,36 @@ def test_renderer_rejects_bad_input(renderer):
         renderer.render(trimesh.creation.box(), [])
     with pytest.raises(MVDPPError):
         Renderer(size=3)
+
+
+def _render_in_child(queue) -> None:
+    try:
+        Renderer(16).render(trimesh.creation.box(), [Camera(0.0, 0.0, 1.5)])
+        queue.put("rendered")
+    except MVDPPError as exc:
+        queue.put(f"error: {exc.message}")
+
+
+def test_forked_child_of_a_gl_process_gets_a_clear_error_not_a_hang(renderer):
+    import multiprocessing
+
+    renderer.render(trimesh.creation.box(), [Camera(0.0, 0.0, 1.5)])  # this process has a context
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_render_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    message = queue.get(timeout=5)
+    assert message.startswith("error:") and "forked" in message
+
+
+def test_more_views_than_one_pass_holds():
+    small = Renderer(16)
+    mesh = coloured(trimesh.creation.icosphere(subdivisions=2, radius=0.4), (90, 90, 200, 255))
+    cameras = rig_cameras() * 3  # 96 views: more than MAX_VIEWS_PER_PASS
+    images = small.render(mesh, cameras)
+    small.release()
+    assert images.shape == (96, 16, 16, 4)
+    images = images.astype(int)  # tiles at other framebuffer positions may round 1 level apart
+    assert np.abs(images[:32] - images[32:64]).max() <= 1 and np.abs(images[:32] - images[64:]).max() <= 1

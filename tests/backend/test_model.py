@@ -318,3 +318,20 @@ def test_encode_rgba_keeps_leading_dimensions(pipe):
     images = torch.rand(2, 3, 4, 64, 64) * 2 - 1
     latents = encode_rgba(pipe.vae, images)
     assert latents.shape == (2, 3, 4, 8, 8)
+
+
+def test_non_square_inputs_are_padded_not_stretched(pipe):
+    wide = Image.new("RGBA", (128, 64), (255, 255, 255, 0))
+    wide.paste((0, 0, 0, 255), (48, 16, 80, 48))  # a 32x32 black square in the middle
+    tensor = pipe.images_to_tensor([wide])[0]
+    alpha = tensor[3] > 0
+    rows, cols = alpha.any(dim=1).nonzero(), alpha.any(dim=0).nonzero()
+    height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+    assert abs(height - width) <= 1 and 14 <= width <= 18  # still square, half its size (128 -> 64)
+    assert torch.all(tensor[:3][:, tensor[3] == -1.0] == 1.0)  # fully transparent pixels are white
+
+
+def test_decoded_background_is_white(pipe):
+    out = pipe([rgba_image(0)], num_inference_steps=1, view_ids=[0, 1], output_type="np").images
+    background = out[..., 3] == 0
+    assert np.all(out[..., :3][background] == 255)

@@ -8,6 +8,10 @@ Up axis: glTF is Y-up by specification and OBJ files are Y-up by the convention 
 most tools' importers assume, so both are rotated +90 degrees about X (Y-up -> Z-up, the model's
 front, +Z in glTF, then faces -Y: the rig's azimuth-0 camera). PLY, STL and OFF are taken as
 Z-up, as Blender imports them. ``up_axis`` overrides this.
+
+``save_asset(mesh, path)`` is the inverse: it writes a project (Z-up) mesh so that
+``load_asset`` and Blender's importers read it back in place; GLB/glTF/OBJ get Y-up coordinates
+(trimesh itself writes coordinates unchanged, which would land a Z-up mesh on its back).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ ASSET_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".stl", ".off")
 _Y_UP_EXTENSIONS = (".obj", ".glb", ".gltf")
 #: Y-up -> Z-up: (x, y, z) -> (x, -z, y), what Blender's glTF/OBJ importers do.
 Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+Z_UP_TO_Y_UP = Y_UP_TO_Z_UP.T  # a rotation: its inverse is its transpose
 
 
 def find_assets(folder: str | os.PathLike) -> list[Path]:
@@ -88,3 +93,23 @@ def _as_vertex_colours(mesh):
     elif mesh.visual.kind is None:
         mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=np.tile([180, 180, 180, 255], (len(mesh.vertices), 1)))
     return mesh
+
+
+def save_asset(mesh, path: str | os.PathLike) -> Path:
+    """Write a Z-up project mesh atomically; GLB/glTF/OBJ as Y-up (see the module doc)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in ASSET_EXTENSIONS:
+        raise MVDPPError(BAD_INPUT, f"cannot write a mesh as {path.name!r}", f"use one of {', '.join(ASSET_EXTENSIONS)}")
+    if suffix in _Y_UP_EXTENSIONS:
+        mesh = mesh.copy()
+        mesh.apply_transform(Z_UP_TO_Y_UP)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.stem}.partial{suffix}")
+    try:
+        mesh.export(temp, file_type=suffix[1:])
+        os.replace(temp, path)
+    finally:
+        if temp.exists():
+            temp.unlink()
+    return path

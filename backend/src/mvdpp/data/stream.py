@@ -24,7 +24,9 @@ torchrun and accelerate) with DataLoader worker ``w`` of ``W`` makes the batches
 ``b % (world_size*W) == rank*W + w``. So no object repeats across workers or ranks, and a run is
 reproducible from its seed for a given world size and worker count (the DataLoader interleaves
 its workers in order, so a single process sees b = start_batch, start_batch+1, ...).
-Each worker makes its own GL context on its first batch.
+Each worker makes its own GL context on its first batch. Workers must be spawned, not forked
+(a fork of a process that used OpenGL can deadlock): ``stream.loader(num_workers)`` builds such
+a DataLoader.
 """
 
 from __future__ import annotations
@@ -155,6 +157,16 @@ class MultiViewStream(_iterable_dataset_base()):
         worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for b in self.batch_indices(worker_id, num_workers):
             yield self.make_batch(b)
+
+    def loader(self, num_workers: int = 0, **kwargs):
+        """A DataLoader over this stream's batches, with spawned workers (see the module doc)."""
+        from torch.utils.data import DataLoader
+
+        if num_workers > 0:
+            kwargs.setdefault("multiprocessing_context", "spawn")
+            kwargs.setdefault("persistent_workers", True)
+            kwargs.setdefault("prefetch_factor", 4)
+        return DataLoader(self, batch_size=None, num_workers=num_workers, **kwargs)
 
     # -- one batch --------------------------------------------------------------------------
     @property

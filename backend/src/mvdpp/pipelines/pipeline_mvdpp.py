@@ -89,6 +89,11 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
             if image.width < 1 or image.height < 1:
                 raise MVDPPError(BAD_INPUT, f"input {i} is empty", "pass a non-empty image")
             rgba = image.convert("RGBA")
+            if rgba.width != rgba.height:  # pad to a square around the centre, never stretch the object
+                side = max(rgba.size)
+                square = Image.new("RGBA", (side, side), (255, 255, 255, 0))
+                square.paste(rgba, ((side - rgba.width) // 2, (side - rgba.height) // 2))
+                rgba = square
             if rgba.size != (size, size):
                 rgba = rgba.resize((size, size), Image.Resampling.BICUBIC)
             array = np.asarray(rgba, dtype=np.float32).copy()
@@ -166,7 +171,9 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
             raise MVDPPError(BAD_INPUT, f"num_inference_steps={num_inference_steps}", "use at least 1 step")
         ids = self.check_view_ids(view_ids)
         sampler = make_scheduler(scheduler, like=self.scheduler) if scheduler else self.scheduler
-        device, dtype = self._execution_device, self.unet.dtype
+        # The sampler state stays in float32 whatever the models run in (bf16/fp16 on GPUs):
+        # multistep solvers lose precision in half types.
+        device, model_dtype, dtype = self._execution_device, self.unet.dtype, torch.float32
         cond_images = self.images_to_tensor(images).to(device=device, dtype=self.vae.dtype)[None]
         num_condition = cond_images.shape[1]
 
@@ -185,7 +192,7 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
             noisy_cond = sampler.add_noise(condition.latents.to(dtype).flatten(0, 1), cond_noise.flatten(0, 1), t.reshape(1))
             both = torch.cat([noisy_cond.unflatten(0, (1, num_condition)), latents], dim=1)
             both = sampler.scale_model_input(both.flatten(0, 1), t).unflatten(0, both.shape[:2])
-            model_cond, model_gen = both[:, :num_condition], both[:, num_condition:]
+            model_cond, model_gen = both[:, :num_condition].to(model_dtype), both[:, num_condition:].to(model_dtype)
             timesteps = t.reshape(1).to(device)
             cond_inputs = build_unet_inputs(self.unet.config, model_cond, model_gen, condition, gen_view_ids, timesteps)
             uncond_inputs = (build_unet_inputs(self.unet.config, model_cond, model_gen, condition, gen_view_ids, timesteps,
@@ -195,9 +202,9 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
             except torch.OutOfMemoryError:
                 raise MVDPPError(OUT_OF_MEMORY, "the GPU ran out of memory while sampling",
                                  "generate fewer views at once (view_ids), or use the CPU") from None
-            pred = split_views(pred, 1, num_condition)[1]
+            pred = split_views(pred.to(dtype), 1, num_condition)[1]
             if pred_uncond is not None:
-                pred_uncond = split_views(pred_uncond, 1, num_condition)[1]
+                pred_uncond = split_views(pred_uncond.to(dtype), 1, num_condition)[1]
                 pred = pred_uncond + guidance_scale * (pred - pred_uncond)
             stepped = sampler.step(pred.flatten(0, 1), t, latents.flatten(0, 1), **step_kwargs, return_dict=False)[0]
             latents = stepped.unflatten(0, latents.shape[:2]).to(dtype)
@@ -214,6 +221,9 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
         else:
             rgba = decode_rgba(self.vae, latents, chunk_size=decode_chunk_size)
             array = ((rgba.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            # The decoded mask cuts the object out: where it says "background", the colour is white
+            # (the project's RGBA convention), whatever the RGB decoder produced there.
+            array[array[..., 3] == 0, :3] = 255
             images_out = array if output_type == "np" else self.numpy_to_pil(array)
         self.maybe_free_model_hooks()
         if not return_dict:

@@ -1,0 +1,228 @@
+"""`mvdpp bench paper`: speed, achieved FLOP rate and memory of the multi-view UNet.
+
+By default the ``paper`` preset (SD-2-sized UNet, 64x64 latents) with random weights on the GPU in
+bf16: one denoising step over 1 condition + 32 generation views, with classifier-free guidance as
+a batch of two objects, the FLOPs of that step counted by ``torch.utils.flop_counter`` and set
+against a large bf16 matmul measured in the same run. ``--train-views N`` also times a training
+step (forward + backward) with N kept generation views. On a CPU use a small preset
+(``--preset tiny --device cpu``). ``--pipeline`` instead times the whole pipeline, one image to
+all 32 views (how the embedded model's CPU time in docs/model.md was measured).
+"""
+
+from __future__ import annotations
+
+import json
+
+HELP = "multi-view UNet step time, achieved TFLOP/s vs a matmul, peak memory (default: paper preset on the GPU)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--preset", default="paper", help="model preset (default: paper)")
+    parser.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--views", type=int, default=32, help="generation views (default 32)")
+    parser.add_argument("--condition-views", type=int, default=1, help="condition views (default 1)")
+    parser.add_argument("--no-guidance", action="store_true", help="one pass per step instead of conditional + unconditional")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    parser.add_argument("--train-views", type=int, default=0, help="also time a training step with this many generation views")
+    parser.add_argument("--pipeline", action="store_true", help="time the whole pipeline (one image -> --views views) instead")
+    parser.add_argument("--sampler", default="dpm++", help="sampler for --pipeline (default dpm++)")
+    parser.add_argument("--guidance-scale", type=float, default=3.0, help="guidance for --pipeline (default 3)")
+    parser.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
+
+
+def _resolve(args):
+    import torch
+
+    from ..errors import DEVICE, MVDPPError
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MVDPPError(DEVICE, "CUDA was asked for but is not available", "use --device cpu with a small preset (--preset tiny)")
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "bf16" if device.startswith("cuda") else "fp32"
+    return torch.device(device), {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device, repeats: int, warmup: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` untimed ones."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_tflops(device, dtype) -> float:
+    """FLOP rate of a large square matmul, the practical peak to compare the model against."""
+    import torch
+
+    n = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = _timed(lambda: a @ b, device, repeats=10, warmup=3)
+    return 2 * n**3 / seconds / 1e12
+
+
+def _peak_memory_gib(device) -> float:
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+
+
+def _random_inputs(unet, batch: int, num_condition: int, num_gen: int, device, dtype):
+    """UNet inputs of the right shapes (random latents/tokens; real layout and view ids)."""
+    import torch
+
+    from .inputs import ConditionEncoding, build_unet_inputs
+
+    c, s = unet.config.latent_channels, unet.config.sample_size
+    condition = ConditionEncoding(
+        latents=torch.randn(batch, num_condition, c, s, s, device=device, dtype=dtype),
+        tokens=torch.randn(batch, num_condition, unet.config.cross_attention_dim, device=device, dtype=dtype),
+        null_latent=torch.randn(c, s, s, device=device, dtype=dtype),
+    )
+    gen_ids = torch.stack([torch.randperm(32, device=device)[:num_gen] for _ in range(batch)])
+    noisy_cond = torch.randn(batch, num_condition, c, s, s, device=device, dtype=dtype)
+    noisy_gen = torch.randn(batch, num_gen, c, s, s, device=device, dtype=dtype)
+    timesteps = torch.randint(0, 1000, (batch,), device=device)
+    return build_unet_inputs(unet.config, noisy_cond, noisy_gen, condition, gen_ids, timesteps)
+
+
+def bench_unet(args, device, dtype) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..presets import build_unet
+
+    with torch.device(device):
+        unet = build_unet(args.preset).eval()
+    if dtype != torch.float32:
+        unet = unet.to(dtype=dtype)
+    params = sum(p.numel() for p in unet.parameters())
+    batch = 1 if args.no_guidance else 2  # guidance = conditional + unconditional as one batch
+    inputs = _random_inputs(unet, batch, args.condition_views, args.views, device, dtype)
+
+    def step():
+        with torch.no_grad():
+            unet(**inputs.as_kwargs())
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = _timed(step, device, args.steps, args.warmup)
+    result = {
+        "preset": args.preset, "device": str(device), "device_name": _device_name(device), "dtype": str(dtype).removeprefix("torch."),
+        "parameters_M": round(params / 1e6, 1), "condition_views": args.condition_views, "generation_views": args.views,
+        "guidance_batch": batch, "step_s": _sig(seconds), "step_tflop": _sig(flops / 1e12),
+        "achieved_tflops": _sig(flops / seconds / 1e12), "peak_memory_gib": round(_peak_memory_gib(device), 2),
+    }
+    del inputs
+    if args.train_views:
+        result.update(_bench_train(unet, args, device, dtype))
+    result["matmul_tflops"] = _sig(matmul_tflops(device, dtype))
+    result["fraction_of_matmul"] = _sig(result["achieved_tflops"] / result["matmul_tflops"])
+    return result
+
+
+def _bench_train(unet, args, device, dtype) -> dict:
+    import torch
+
+    unet.train()
+    inputs = _random_inputs(unet, 1, args.condition_views, args.train_views, device, dtype)
+
+    def step():
+        unet.zero_grad(set_to_none=True)
+        unet(**inputs.as_kwargs()).sample.float().square().mean().backward()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = _timed(step, device, max(1, args.steps // 2), 1)
+    return {"train_views": args.train_views, "train_step_s": _sig(seconds), "train_peak_memory_gib": round(_peak_memory_gib(device), 2)}
+
+
+def bench_pipeline(args, device, dtype) -> dict:
+    """One image -> ``--views`` rig views, end to end, wall and CPU time."""
+    import time
+
+    import torch
+    from PIL import Image
+
+    from ..presets import build_pipeline
+
+    pipe = build_pipeline(args.preset, seed=0, scheduler=args.sampler).to(device)
+    if dtype != torch.float32:
+        pipe = pipe.to(dtype=dtype)
+    size = pipe.resolution
+    image = Image.new("RGBA", (size, size), (255, 255, 255, 0))
+    image.paste((200, 60, 40, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
+    step_times = []
+    kwargs = dict(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, view_ids=list(range(args.views)))
+    pipe([image], **{**kwargs, "num_inference_steps": 1})  # warm-up
+    _sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    pipe([image], generator=torch.Generator().manual_seed(0),
+         callback_on_step_end=lambda p, i, t, kw: step_times.append(time.perf_counter()) or {}, **kwargs)
+    _sync(device)
+    end, cpu = time.perf_counter(), time.process_time() - cpu
+    wall = end - start
+    return {
+        "preset": args.preset, "device": str(device), "device_name": _device_name(device), "dtype": str(dtype).removeprefix("torch."),
+        "torch_threads": torch.get_num_threads(), "sampler": args.sampler, "steps": args.steps,
+        "guidance_scale": args.guidance_scale, "views": args.views, "wall_s": round(wall, 2), "process_cpu_s": round(cpu, 2),
+        "sampling_s": round(step_times[-1] - start, 2), "decode_s": round(end - step_times[-1], 2),
+        "peak_memory_gib": round(_peak_memory_gib(device), 2),
+    }
+
+
+def _sig(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant digits (CPU rates are tiny, GPU times large)."""
+    return float(f"{value:.{digits}g}")
+
+
+def _device_name(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def run(args) -> int:
+    device, dtype = _resolve(args)
+    result = bench_pipeline(args, device, dtype) if args.pipeline else bench_unet(args, device, dtype)
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        if value is not None:
+            print(f"{key:<{width}}  {value}")
+    if args.json_path:
+        with open(args.json_path, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    return 0

@@ -1,0 +1,75 @@
+"""Preset sizes (the paper's UNet, the embedded model's size budget) and `mvdpp bench paper`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mvdpp.cli import main  # noqa: E402
+from mvdpp.errors import MVDPPError  # noqa: E402
+from mvdpp.presets import PRESETS, build_image_encoder, build_unet, build_vae, get_preset  # noqa: E402
+
+
+def parameter_count(*modules) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def test_paper_preset_is_the_sd2_inpainting_sized_unet():
+    with torch.device("meta"):  # shapes only: no 3.5 GB of random weights
+        unet = build_unet("paper")
+    assert 860e6 < parameter_count(unet) < 870e6
+    assert unet.config.sample_size == 64 and unet.config.latent_channels == 4
+    assert unet.input_reduce.in_channels == 9 and unet.input_reduce.out_channels == 4
+    assert unet.config.global_attention_levels is None  # global attention at every level, as in the paper
+    heads_dim = [w // h for w, h in zip(unet.config.block_out_channels, unet.config.attention_head_dim)]
+    assert heads_dim == [64, 64, 64, 64]
+    assert PRESETS["paper"]["resolution"] == 512
+
+
+def test_embedded_preset_fits_40_mb_in_fp16_at_256_px():
+    with torch.device("meta"):
+        total = parameter_count(build_unet("embedded"), build_vae("embedded"), build_image_encoder("embedded"))
+    assert total * 2 <= 40e6, f"{total / 1e6:.1f}M parameters"
+    assert get_preset("embedded")["resolution"] == 256
+
+
+def test_every_preset_resolution_matches_its_latents():
+    for name, preset in PRESETS.items():
+        factor = 2 ** (len(preset["vae"]["block_out_channels"]) - 1)
+        assert preset["unet"]["sample_size"] * factor == preset["resolution"], name
+
+
+def test_unknown_preset_is_a_clear_error():
+    with pytest.raises(MVDPPError, match="preset"):
+        get_preset("huge")
+
+
+def test_bench_paper_on_cpu_with_the_tiny_preset(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "paper", "--preset", "tiny", "--device", "cpu", "--views", "4", "--steps", "1", "--warmup", "0",
+                 "--train-views", "2", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["preset"] == "tiny" and result["guidance_batch"] == 2 and result["generation_views"] == 4
+    for key in ("step_s", "step_tflop", "achieved_tflops", "matmul_tflops", "train_step_s", "peak_memory_gib"):
+        assert result[key] > 0, key
+    assert result["achieved_tflops"] == pytest.approx(result["step_tflop"] / result["step_s"], rel=0.01)
+    assert "achieved_tflops" in capsys.readouterr().out
+
+
+def test_bench_paper_pipeline_mode(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "paper", "--preset", "tiny", "--device", "cpu", "--pipeline", "--views", "2", "--steps", "2",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["views"] == 2 and result["wall_s"] > 0 and result["sampling_s"] + result["decode_s"] == pytest.approx(result["wall_s"], abs=0.05)
+
+
+def test_bench_paper_without_cuda_says_so(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["bench", "paper", "--device", "cuda"]) == 2
+    assert "CUDA" in capsys.readouterr().err
