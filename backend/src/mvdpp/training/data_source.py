@@ -83,9 +83,8 @@ def procedural_batches(batch_size: int, resolution: int, condition_mode: str, se
     if num_workers <= 0:
         yield from stream
         return
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-                                         persistent_workers=True, prefetch_factor=4)
-    yield from loader
+    # The stream's own loader: spawned workers (a fork of a process that used OpenGL can hang).
+    yield from stream.loader(num_workers, pin_memory=torch.cuda.is_available())
 
 
 def make_batches(kind: str, *, batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int,

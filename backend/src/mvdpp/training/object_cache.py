@@ -72,8 +72,11 @@ class DeviceObjectCache:
         """Render this process's objects of ``epoch`` (disjoint across processes and epochs)."""
         first = (epoch * self.world_size + self.rank) * self.objects
         dataset = ObjectRenders(self.stream, list(range(first, first + self.objects)))
+        # Spawned workers, as the stream's own loader does: a forked child of a process that used
+        # OpenGL can hang when it makes its own context.
+        extra = {"multiprocessing_context": "spawn"} if self.num_workers > 0 else {}
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
-                                             pin_memory=self.device.type == "cuda")
+                                             pin_memory=self.device.type == "cuda", **extra)
         start = time.monotonic()
         for position, rig, cond, object_seed in loader:
             self.rig[position].copy_(rig, non_blocking=True)
