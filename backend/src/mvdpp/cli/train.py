@@ -36,6 +36,9 @@ def add_arguments(parser) -> None:
                         help="autocast precision (auto: bf16 on CUDA, none on the CPU)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
     parser.add_argument("--compile", action="store_true", help="torch.compile the trained models")
+    parser.add_argument("--compile-mode", default=d.compile_mode,
+                        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                        help="torch.compile mode with --compile (reduce-overhead = CUDA graphs)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format for the convolutions")
     parser.add_argument("--data", default=d.data, choices=["procedural", "cache", "synthetic"],
                         help="procedural: objects rendered on the fly per batch; cache: objects rendered into device memory "
@@ -62,7 +65,7 @@ def settings_from_args(args):
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay,
         condition_dropout=args.condition_dropout, max_steps=args.max_steps, max_minutes=args.max_minutes, seed=args.seed,
         device=args.device, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
-        compile=args.compile, channels_last=args.channels_last, log_every=args.log_every, sample_every=args.sample_every,
+        compile=args.compile, compile_mode=args.compile_mode, channels_last=args.channels_last, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, init_from=args.init_from,
         data=args.data, num_workers=args.num_workers, assets=args.assets,
         cache_objects=args.cache_objects, cache_refresh_steps=args.cache_refresh_steps, export=args.export, log_objects=args.log_objects,

@@ -90,7 +90,7 @@ def run(args) -> int:
     if args.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
     if args.compile:
-        pipe.unet = torch.compile(pipe.unet)
+        pipe.unet = torch.compile(pipe.unet, mode=args.compile_mode)
     _mark_region(pipe.vae, "encode", "vae")
     _mark_region(pipe.vae, "decode", "vae")
     _mark_region(pipe.image_encoder, "forward", "image_encoder")

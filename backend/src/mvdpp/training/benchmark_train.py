@@ -19,6 +19,8 @@ def add_common_arguments(parser, default_steps: int) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    parser.add_argument("--compile-mode", default="default",
+                        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler breakdown")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -53,7 +55,7 @@ def run(args) -> int:
     warmup = min(args.warmup, 1) if args.tiny else args.warmup
     with tempfile.TemporaryDirectory() as scratch:
         settings = TrainSettings(stage=args.stage, output=scratch, preset=preset, batch_size=args.batch_size, device=args.device,
-                                 mixed_precision=args.mixed_precision, compile=args.compile, channels_last=args.channels_last,
+                                 mixed_precision=args.mixed_precision, compile=args.compile, compile_mode=args.compile_mode, channels_last=args.channels_last,
                                  gradient_checkpointing=args.gradient_checkpointing, warmup_steps=0, num_workers=args.num_workers,
                                  cache_objects=args.cache_objects, cache_refresh_steps=10**9,
                                  log_every=0, sample_every=0, checkpoint_every=0)
@@ -97,7 +99,7 @@ def run(args) -> int:
     figures = {
         "target": "train", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "preset": preset, "stage": args.stage, "batch": batch_size, "resolution": trainer.resolution,
-        "precision": trainer.accelerator.mixed_precision, "compile": args.compile, "channels_last": args.channels_last,
+        "precision": trainer.accelerator.mixed_precision, "compile": args.compile and args.compile_mode, "channels_last": args.channels_last,
         "data": args.data, "trained_parameters": trained, "seconds_per_step": seconds,
         "samples_per_second": batch_size / seconds, "flops_per_step": flops, "achieved_tflops": achieved,
         "matmul_tflops": peak_rate, "matmul_dtype": peak_dtype, "fraction_of_matmul": achieved / peak_rate,

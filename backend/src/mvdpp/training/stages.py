@@ -85,6 +85,8 @@ class TrainSettings:
     mixed_precision: str = "auto"  # auto (bf16 on CUDA, no on CPU) | no | bf16 | fp16
     gradient_checkpointing: bool = False
     compile: bool = False
+    #: torch.compile mode: "default", "reduce-overhead" (CUDA graphs), "max-autotune", ...
+    compile_mode: str = "default"
     channels_last: bool = False
     log_every: int = 50
     sample_every: int = 1000

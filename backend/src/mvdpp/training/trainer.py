@@ -152,7 +152,7 @@ class Trainer:
             self.print(f"resumed from {resume_dir} at step {self.state.step}")
         self.forward_models = dict(self.models)
         if s.compile:
-            self.forward_models = {k: torch.compile(m) for k, m in self.models.items()}
+            self.forward_models = {k: torch.compile(m, mode=s.compile_mode) for k, m in self.models.items()}
         self.unwrapped = trained
         self._setup_done = True
 
