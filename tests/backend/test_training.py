@@ -187,3 +187,31 @@ def test_carry_packs_a_folder_into_small_parts_and_back(tmp_path):
     parts[1].unlink()
     with pytest.raises(SystemExit, match="3 of 4 parts"):
         unpack(tmp_path / "out", tmp_path / "again")
+
+
+def test_latent_cache_matches_the_image_path(tmp_path):
+    """--data cache-latents stores what the UNet objective would compute from the images, and its
+    shortcut around the VAE builds the same condition encoding as the shared encode_condition."""
+    from mvdpp.models import encode_rgba
+    from mvdpp.pipelines import encode_condition, null_condition_latent
+    from mvdpp.training.object_cache import DeviceObjectCache
+    from mvdpp.training.objectives import condition_from_latents
+
+    trainer = Trainer(tiny_settings(tmp_path, "unet-eps-single", data="cache-latents", cache_objects=2), quiet=True)
+    trainer.setup()
+    vae, encoder = trainer.pipe.vae, trainer.pipe.image_encoder
+    quiet = dict(seed=3, rank=0, world_size=1, device=torch.device("cpu"), log=lambda *a: None)
+    images = DeviceObjectCache(2, 10, 64, **quiet).batch(0, 2, "sparse")
+    latents = DeviceObjectCache(2, 10, 64, vae=vae, **quiet).batch(0, 2, "sparse")
+    assert "gen" not in latents and latents["gen_latents"].shape == (2, 8, 4, 8, 8)
+    assert torch.equal(images["cond"], latents["cond"]) and torch.equal(images["gen_view_ids"], latents["gen_view_ids"])
+    with torch.no_grad():
+        expected_gen = encode_rgba(vae, images["gen"])
+        expected = encode_condition(vae, encoder, images["cond"])
+        shortcut = condition_from_latents(vae, encoder, latents["cond"], latents["cond_latents"], null_condition_latent(vae, 64))
+    assert torch.allclose(latents["gen_latents"], expected_gen, atol=2e-3, rtol=1e-3)  # fp16 storage
+    assert torch.allclose(shortcut.latents, expected.latents, atol=2e-3, rtol=1e-3)
+    assert torch.equal(shortcut.tokens, expected.tokens) and torch.equal(shortcut.null_latent, expected.null_latent)
+
+    loss, _ = trainer.train_step(next(trainer.batches()))
+    assert torch.isfinite(loss)

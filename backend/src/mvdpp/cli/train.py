@@ -40,9 +40,10 @@ def add_arguments(parser) -> None:
                         choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                         help="torch.compile mode with --compile (reduce-overhead = CUDA graphs)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format for the convolutions")
-    parser.add_argument("--data", default=d.data, choices=["procedural", "cache", "synthetic"],
+    parser.add_argument("--data", default=d.data, choices=["procedural", "cache", "cache-latents", "synthetic"],
                         help="procedural: objects rendered on the fly per batch; cache: objects rendered into device memory "
-                             "once per epoch, batches drawn there; synthetic: random tensors (throughput tests only)")
+                             "once per epoch, batches drawn there; cache-latents (UNet stages): the same with the rig views "
+                             "kept as VAE latents, no VAE in the step; synthetic: random tensors (throughput tests only)")
     parser.add_argument("--cache-objects", type=int, default=d.cache_objects, help="--data cache: objects per process (default: %(default)s)")
     parser.add_argument("--cache-refresh-steps", type=int, default=d.cache_refresh_steps,
                         help="--data cache: steps per epoch, after which new objects are rendered (default: %(default)s)")

@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
     add_common_arguments(parser, default_steps=20)
     parser.add_argument("--stage", default="unet-eps-single", help="stage whose step is measured (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, help="objects per step (default: the preset's training batch)")
-    parser.add_argument("--data", default="synthetic", choices=["synthetic", "procedural", "cache"],
+    parser.add_argument("--data", default="synthetic", choices=["synthetic", "procedural", "cache", "cache-latents"],
                         help="synthetic: batches made on the device (the model alone); procedural: the renderer stream; "
                              "cache: objects rendered into device memory first (rendering not timed, printed)")
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers (procedural stream, cache filling)")
@@ -63,7 +63,7 @@ def run(args) -> int:
         trainer.setup()
         device = trainer.device
         data = trainer.batches()
-        if args.data == "cache":
+        if args.data.startswith("cache"):
             fill_start = time.perf_counter()
             next(data)  # renders the cache
             print(f"  (object cache of {args.cache_objects} objects rendered in {time.perf_counter() - fill_start:.1f} s, not timed)")

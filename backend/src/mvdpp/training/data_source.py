@@ -8,6 +8,8 @@ distributed run sees different objects.
   asset folder, rendered on the fly).
 * ``cache``: objects rendered once per epoch into device memory, batches drawn there
   (``object_cache``): no renderer and no host-to-device copy inside the step.
+* ``cache-latents`` (UNet stages): the same, with the rig views kept as latents of the frozen
+  VAE (batches then carry ``gen_latents`` / ``cond_latents``): no VAE inside the step either.
 * ``synthetic``: random tensors of the right shapes made on the device (benchmarks of the model
   alone: no renderer, no host-to-device copies).
 """
@@ -89,16 +91,20 @@ def procedural_batches(batch_size: int, resolution: int, condition_mode: str, se
 
 def make_batches(kind: str, *, batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int,
                  world_size: int, start: int, device: torch.device, num_workers: int = 0, assets: str | None = None,
-                 cache_objects: int = 1024, cache_refresh_steps: int = 500, log=print) -> Iterator[dict]:
+                 cache_objects: int = 1024, cache_refresh_steps: int = 500, log=print, vae=None) -> Iterator[dict]:
     """Batches for process ``rank``; ``start`` is the global batch index to continue from."""
     if kind == "synthetic":
         return synthetic_batches(batch_size, resolution, condition_mode, seed, rank, start + rank, device, world_size)
     if kind == "procedural":
         batches = procedural_batches(batch_size, resolution, condition_mode, seed, rank, world_size, start, num_workers, assets)
         return (to_device(b, device) for b in batches)
-    if kind == "cache":
+    if kind in ("cache", "cache-latents"):
         from .object_cache import DeviceObjectCache, cache_batches
 
-        cache = DeviceObjectCache(cache_objects, cache_refresh_steps, resolution, seed, rank, world_size, device, num_workers, assets, log)
+        if kind == "cache-latents" and vae is None:
+            raise MVDPPError(BAD_INPUT, "--data cache-latents needs a frozen VAE: it serves the UNet stages only.",
+                             "Use --data cache for the vae stage.")
+        cache = DeviceObjectCache(cache_objects, cache_refresh_steps, resolution, seed, rank, world_size, device, num_workers,
+                                  assets, log, vae=vae if kind == "cache-latents" else None)
         return cache_batches(cache, batch_size, condition_mode, start)
     raise MVDPPError(BAD_INPUT, f"Unknown training data {kind!r}.", "Use --data procedural or cache (or synthetic for benchmarks).")

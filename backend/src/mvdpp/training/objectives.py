@@ -91,6 +91,7 @@ class UNetObjective:
         # Training noises with the pipeline's own schedule; the sampler kind does not matter here.
         self.noise_scheduler = make_scheduler("ddpm", like=pipe.scheduler, prediction_type=stage.prediction_type)
         self._alphas = None
+        self._null = None
 
     def trained_modules(self) -> dict[str, nn.Module]:
         modules = {"unet": self.pipe.unet}
@@ -107,6 +108,14 @@ class UNetObjective:
             frozen["image_encoder"] = self.pipe.image_encoder
         return frozen
 
+    def _null_latent(self, vae, cond: torch.Tensor) -> torch.Tensor:
+        if self._null is None:
+            from ..pipelines import null_condition_latent
+
+            with torch.no_grad():
+                self._null = null_condition_latent(vae, cond.shape[-1])
+        return self._null
+
     def _schedule(self, device):
         if self._alphas is None or self._alphas.device != device:
             self._alphas = self.noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
@@ -120,17 +129,23 @@ class UNetObjective:
         unet = unet or self.pipe.unet
         image_encoder = image_encoder or self.pipe.image_encoder
         vae = self.pipe.vae
-        cond, gen = batch["cond"], batch["gen"]
+        cond = batch["cond"]
         # Rig indices stay on the host: the shared input code checks their range, which on a
         # device tensor would cost a host synchronisation every step.
         gen_view_ids = batch["gen_view_ids"].cpu()
-        batch_size, num_cond, num_gen = cond.shape[0], cond.shape[1], gen.shape[1]
+        batch_size, num_cond = cond.shape[0], cond.shape[1]
         device = cond.device
 
-        with record_function("vae"), torch.no_grad():
-            gen_latents = encode_rgba(vae, gen).float()
-        with record_function("image_encoder"):
-            condition = encode_condition(vae, image_encoder, cond)
+        if "gen_latents" in batch:  # the device latent cache already ran the frozen VAE
+            gen_latents = batch["gen_latents"].float()
+            with record_function("image_encoder"):
+                condition = condition_from_latents(vae, image_encoder, cond, batch["cond_latents"], self._null_latent(vae, cond))
+        else:
+            with record_function("vae"), torch.no_grad():
+                gen_latents = encode_rgba(vae, batch["gen"]).float()
+            with record_function("image_encoder"):
+                condition = encode_condition(vae, image_encoder, cond)
+        num_gen = gen_latents.shape[1]
         cond_latents = condition.latents.float()
 
         alphas = self._schedule(device)
@@ -160,6 +175,21 @@ class UNetObjective:
         per_cond = ((pred_cond - target_cond) ** 2 * keep).sum() / (keep.sum() * pred_cond[0].numel()).clamp_min(1.0)
         loss = (num_gen * loss_gen + num_cond * per_cond) / (num_gen + num_cond)
         return loss, {"loss_gen": loss_gen.detach(), "loss_cond": per_cond.detach()}
+
+
+def condition_from_latents(vae, image_encoder, cond_images: torch.Tensor, cond_latents: torch.Tensor,
+                           null_latent: torch.Tensor):
+    """``mvdpp.pipelines.encode_condition`` for condition views whose VAE latents are already
+    known (the latent cache encoded them with the same ``encode_rgba``): only the trainable image
+    encoder runs. tests/backend/test_training.py checks it equals ``encode_condition``."""
+    from ..models import encode_condition_images
+    from ..pipelines import ConditionEncoding
+
+    batch, num_condition = cond_images.shape[:2]
+    flat = cond_images.reshape(batch * num_condition, *cond_images.shape[2:])
+    tokens = encode_condition_images(image_encoder, flat)
+    tokens = tokens.reshape(batch, num_condition * tokens.shape[1], tokens.shape[2])
+    return ConditionEncoding(latents=cond_latents, tokens=tokens, null_latent=null_latent)
 
 
 def unet_config(unet: nn.Module):

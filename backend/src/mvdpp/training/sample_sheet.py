@@ -34,7 +34,13 @@ def grid(rows: list[np.ndarray], size: int) -> Image.Image:
 
 @torch.no_grad()
 def sample_sheet(pipe, stage, preview: dict, path: Path, seed: int = 0) -> Path:
-    cond, gen = preview["cond"][0], preview["gen"][0]
+    cond = preview["cond"][0]
+    if "gen" in preview:
+        gen = preview["gen"][0]
+    else:  # latent cache: the ground truth is what the VAE decodes from the cached latents
+        from ..models import decode_rgba
+
+        gen = decode_rgba(pipe.vae, preview["gen_latents"][0].to(pipe.vae.device, pipe.vae.dtype))
     size = min(128, pipe.resolution)
     if stage.trains == "vae":
         from ..models import decode_rgba, encode_rgba

@@ -95,7 +95,8 @@ class TrainSettings:
     #: a diffusers pipeline folder or a previous run folder whose (EMA) weights start this run
     init_from: str | None = None
     #: training data: "procedural" (rendered on the fly, batch by batch), "cache" (objects rendered
-    #: into device memory once per epoch, batches drawn there) or "synthetic" (benchmarks only)
+    #: into device memory once per epoch, batches drawn there), "cache-latents" (UNet stages: the
+    #: same, kept as VAE latents) or "synthetic" (benchmarks only)
     data: str = "procedural"
     #: objects per process in the device cache, and steps before it is re-rendered with new objects
     cache_objects: int = 1024
@@ -141,6 +142,9 @@ class TrainSettings:
             raise MVDPPError(BAD_INPUT, f"--condition-dropout must be in [0, 1) (got {self.condition_dropout}).", "0.1 is the usual value.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise MVDPPError(BAD_INPUT, f"--ema-decay must be in [0, 1) (got {self.ema_decay}).", "0.999 is the usual value.")
+        if self.data == "cache-latents" and self.resolved_stage().trains != "unet":
+            raise MVDPPError(BAD_INPUT, "--data cache-latents needs a frozen VAE: it serves the UNet stages only.",
+                             "Use --data cache for the vae stage.")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise MVDPPError(BAD_INPUT, f"--max-minutes must be positive (got {self.max_minutes}).", "Leave it out for no time limit.")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):

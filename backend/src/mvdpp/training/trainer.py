@@ -216,7 +216,8 @@ class Trainer:
         return make_batches(self.data_kind, batch_size=per_process, resolution=self.resolution, condition_mode=self.stage.condition_mode,
                             seed=s.seed, rank=acc.process_index, world_size=acc.num_processes, start=self.state.data_position,
                             device=self.device, num_workers=s.num_workers, assets=s.assets, cache_objects=s.cache_objects,
-                            cache_refresh_steps=s.cache_refresh_steps, log=self.print)
+                            cache_refresh_steps=s.cache_refresh_steps, log=self.print,
+                            vae=self.pipe.vae if self.stage.trains == "unet" else None)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> TrainResult:
