@@ -67,7 +67,7 @@ class VAEObjective:
 
     def loss(self, batch: dict, generator: torch.Generator, vae: nn.Module | None = None) -> tuple[torch.Tensor, dict]:
         """``vae``: the (possibly wrapped) ``VAERoundTrip`` from ``training_modules``."""
-        round_trip = vae or self.round_trip
+        round_trip = self.round_trip if vae is None else vae
         images = self.images_of(batch)
         decoded, kl = round_trip(images, generator)
         decoded, kl = decoded.float(), kl.float()
@@ -126,8 +126,8 @@ class UNetObjective:
         from ..models import encode_rgba
         from ..pipelines import build_unet_inputs, encode_condition, split_views
 
-        unet = unet or self.pipe.unet
-        image_encoder = image_encoder or self.pipe.image_encoder
+        unet = self.pipe.unet if unet is None else unet
+        image_encoder = self.pipe.image_encoder if image_encoder is None else image_encoder
         vae = self.pipe.vae
         cond = batch["cond"]
         # Rig indices stay on the host: the shared input code checks their range, which on a
