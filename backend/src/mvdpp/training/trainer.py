@@ -13,7 +13,6 @@ repeats the uninterrupted one (bit for bit on the CPU).
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
