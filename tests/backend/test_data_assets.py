@@ -9,7 +9,7 @@ trimesh = pytest.importorskip("trimesh")
 pytest.importorskip("moderngl")
 from PIL import Image  # noqa: E402
 
-from mvdpp.data.assets import find_assets, load_asset  # noqa: E402
+from mvdpp.data.assets import find_assets, load_asset, save_asset  # noqa: E402
 from mvdpp.data.render import Lighting, Renderer  # noqa: E402
 from mvdpp.errors import MVDPPError  # noqa: E402
 from mvdpp.rig import Camera  # noqa: E402
@@ -132,3 +132,16 @@ def test_bad_assets_are_clear_errors(tmp_path):
     empty.mkdir()
     with pytest.raises(MVDPPError, match="no 3D assets"):
         find_assets(empty)
+
+
+def test_save_asset_round_trips_in_the_rig_frame(tmp_path):
+    """save_asset writes glTF/OBJ +Y up; load_asset(normalise=False) brings it back unchanged."""
+    box = trimesh.creation.box((0.2, 0.4, 0.8))
+    box.apply_translation((0.1, -0.05, 0.02))
+    box.visual.vertex_colors = np.tile([*GREEN, 255], (len(box.vertices), 1)).astype(np.uint8)
+    for name in ("box.glb", "box.obj", "box.ply"):
+        save_asset(box, tmp_path / name)
+        back = load_asset(tmp_path / name, normalise=False)
+        assert back.bounds == pytest.approx(box.bounds, abs=1e-6), name
+    raw = trimesh.load(tmp_path / "box.glb", force="mesh")
+    assert raw.extents == pytest.approx([0.2, 0.8, 0.4])  # in the file, Z-up height is glTF's +Y

@@ -74,3 +74,23 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     assert main(["make-evalset", str(out), "--count", "1", "--size", "16", "--quiet"]) == 0
     assert main(["make-evalset", str(out), "--count", "1", "--size", "32", "--quiet"]) == 2  # other settings, same folder
     assert "other settings" in capsys.readouterr().err
+
+
+def test_evalset_from_an_asset_folder(tmp_path):
+    import trimesh
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    for i in range(3):
+        box = trimesh.creation.box((0.4 + 0.2 * i, 0.5, 0.3))
+        box.visual.vertex_colors = np.tile([60 * i, 120, 200, 255], (len(box.vertices), 1)).astype(np.uint8)
+        box.export(assets / f"box{i}.ply")
+    out = tmp_path / "eval"
+    assert main(["make-evalset", str(out), "--assets", str(assets), "--first-seed", "1", "--count", "2",
+                 "--size", "16", "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [object_folder_name(1), object_folder_name(2)]
+    meta = json.loads((out / object_folder_name(2) / "meta.json").read_text())
+    assert meta["source"].startswith("assets:")
+    mesh = load_asset(out / object_folder_name(2) / "mesh.glb")
+    assert sorted(np.round(mesh.extents, 6)) == pytest.approx(sorted(np.array([0.8, 0.5, 0.3]) / 0.8))
+    assert main(["make-evalset", str(tmp_path / "e2"), "--assets", str(assets), "--count", "4", "--size", "16"]) == 2

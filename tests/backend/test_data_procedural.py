@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("trimesh")
 pytest.importorskip("mcubes")
 
-from mvdpp.data import procedural, sdf  # noqa: E402
+from mvdpp.data import procedural  # noqa: E402
 from mvdpp.data.procedural import Primitive, make_object  # noqa: E402
 from mvdpp.errors import MVDPPError  # noqa: E402
 from mvdpp.rig import rig_cameras  # noqa: E402
@@ -38,13 +38,16 @@ def test_same_seed_same_object_and_images():
     renderer.release()
 
 
-def test_primitive_counts_and_kinds_vary_across_seeds():
-    rng_counts, kinds = set(), set()
-    for seed in range(40):
-        rng = np.random.default_rng([seed, procedural._SEED_SALT])
-        rng_counts.add(int(rng.integers(1, 10)))
-        kinds.add(Primitive.random(rng).kind)
-    assert rng_counts == set(range(1, 10)) or len(rng_counts) >= 7
+def test_part_counts_and_kinds_vary_across_seeds():
+    import trimesh
+
+    # every primitive and wire tube is its own connected piece of the concatenated mesh
+    pieces = []
+    for seed in range(24):
+        mesh = make_object(seed, detail=0.1)
+        pieces.append(len(trimesh.graph.connected_components(mesh.face_adjacency, nodes=np.arange(len(mesh.faces)))))
+    assert min(pieces) == 1 and max(pieces) >= 9 and len(set(pieces)) >= 6
+    kinds = {Primitive.random(np.random.default_rng(seed)).kind for seed in range(40)}
     assert kinds == set(procedural.PRIMITIVES)
 
 

@@ -128,3 +128,33 @@ def test_more_views_than_one_pass_holds():
     assert images.shape == (96, 16, 16, 4)
     images = images.astype(int)  # tiles at other framebuffer positions may round 1 level apart
     assert np.abs(images[:32] - images[32:64]).max() <= 1 and np.abs(images[:32] - images[64:]).max() <= 1
+
+
+def test_lighting_is_fixed_in_the_world_so_views_agree(renderer):
+    """A flat face looks the same from every camera that sees it (no headlight shading)."""
+    box = coloured(trimesh.creation.box((0.6, 0.6, 0.6)), (200, 200, 200, 255))
+    cameras = [Camera(0.0, 0.0, 1.5), Camera(40.0, 0.0, 1.5), Camera(-35.0, 20.0, 1.8)]
+    lighting = Lighting.random(np.random.default_rng(3))
+    images = renderer.render(box, cameras, lighting=lighting)
+    depth, normal = renderer.render_geometry(box, cameras)
+    front = [image[np.all(np.abs(n - [0.0, -1.0, 0.0]) < 1e-3, axis=-1)] for image, n in zip(images, normal)]
+    colours = [pixels[:, :3].astype(int) for pixels in front]
+    assert all(len(c) > 20 for c in colours)
+    reference = np.median(colours[0], axis=0)
+    for c in colours:
+        assert np.abs(np.median(c, axis=0) - reference).max() <= 1
+    # ... and the other faces are lit differently (the lighting does vary over the object)
+    assert np.abs(images[1, SIZE // 2, SIZE // 2 + 8, :3].astype(int) - reference).max() > 3
+
+
+def test_several_renderers_in_one_process_do_not_interfere(renderer):
+    box = coloured(trimesh.creation.box((0.5, 0.5, 0.5)), (120, 30, 200, 255))
+    cameras = [Camera(20.0, 10.0, 1.6), Camera(200.0, 40.0, 1.5)]
+    before = renderer.render(box, cameras)
+    other = Renderer(24)
+    other.render(box, cameras)
+    assert np.array_equal(renderer.render(box, cameras), before)
+    other.release()  # releasing another renderer leaves this one working
+    assert np.array_equal(renderer.render(box, cameras), before)
+    depth, _ = renderer.render_geometry(box, cameras)
+    assert (depth > 0).any()

@@ -272,6 +272,7 @@ def test_callback_sees_every_step_and_can_cancel(pipe):
 
     pipe([rgba_image(0)], num_inference_steps=STEPS, view_ids=[0], callback_on_step_end=callback, output_type="latent")
     assert seen == [(i, (1, 1, 4, 8, 8)) for i in range(STEPS)]
+    assert pipe.num_timesteps == STEPS
 
     def cancel(p, step, timestep, kwargs):
         raise JobCancelled()
@@ -335,3 +336,46 @@ def test_decoded_background_is_white(pipe):
     out = pipe([rgba_image(0)], num_inference_steps=1, view_ids=[0, 1], output_type="np").images
     background = out[..., 3] == 0
     assert np.all(out[..., :3][background] == 255)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(pipe):
+    unet = build_unet("tiny")
+    unet.load_state_dict(pipe.unet.state_dict())
+    with torch.no_grad():
+        unet.view_embedding_scale.fill_(0.5)
+    inputs = unet_inputs(pipe, 1, [0, 1, 2])
+
+    def grads():
+        unet.zero_grad(set_to_none=True)
+        unet(**{**inputs.as_kwargs(), "encoder_hidden_states": inputs.encoder_hidden_states.detach()}).sample.square().mean().backward()
+        return {n: p.grad.clone() for n, p in unet.named_parameters() if p.grad is not None}
+
+    unet.train()
+    plain = grads()
+    unet.enable_gradient_checkpointing()
+    assert unet.body.down_blocks[0].gradient_checkpointing
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4)
+
+
+def test_half_precision_models_keep_a_float32_sampler():
+    """bf16 models (as on GPUs) work end to end; the sampler state stays float32."""
+    pipe = build_pipeline("tiny", seed=0).to(dtype=torch.bfloat16)
+    seen = []
+    out = pipe([rgba_image(0)], num_inference_steps=2, guidance_scale=2.0, view_ids=[0, 5], output_type="np",
+               callback_on_step_end=lambda p, i, t, kw: seen.append(kw["latents"].dtype) or {})
+    assert out.images.shape == (2, 64, 64, 4)
+    assert seen == [torch.float32, torch.float32]
+
+
+def test_global_attention_levels_pick_the_self_attention_layers_of_those_levels():
+    unet = build_unet("tiny", global_attention_levels=(1,))  # tiny: level 0 = 8x8, level 1 = 4x4 (+ mid block)
+    across = {name: proc.across_views for name, proc in unet.body.attn_processors.items()}
+    assert across and not any(v for name, v in across.items() if ".attn2." in name)  # cross-attention never
+    for name, value in across.items():
+        if ".attn1." in name:
+            deep = name.startswith(("down_blocks.1.", "up_blocks.0.", "mid_block."))
+            assert value == deep, name
+    assert all(v for n, v in build_unet("tiny").body.attn_processors.items() if ".attn1." in n)  # default: all

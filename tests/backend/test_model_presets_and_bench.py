@@ -13,6 +13,15 @@ from mvdpp.errors import MVDPPError  # noqa: E402
 from mvdpp.presets import PRESETS, build_image_encoder, build_unet, build_vae, get_preset  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: threads only add contention on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def parameter_count(*modules) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
@@ -73,3 +82,41 @@ def test_bench_paper_without_cuda_says_so(capsys):
         pytest.skip("this machine has CUDA")
     assert main(["bench", "paper", "--device", "cuda"]) == 2
     assert "CUDA" in capsys.readouterr().err
+
+
+def test_presets_and_bench_modules_import_without_torch():
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    code = "import sys, mvdpp.presets, mvdpp.pipelines.benchmark_paper as b; b.HELP; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_flop_counter_counts_global_attention_on_the_cpu():
+    """Global attention over V views costs V times the per-view attention; the count must show it."""
+    from mvdpp.pipelines.benchmark_paper import _random_inputs, flop_counter
+
+    counts = {}
+    for levels in ((), None):
+        unet = build_unet("tiny", global_attention_levels=levels).eval()
+        inputs = _random_inputs(unet, 1, 1, 7, torch.device("cpu"), torch.float32)
+        with torch.no_grad(), flop_counter() as counter:
+            unet(**inputs.as_kwargs())
+        counts[levels] = counter.get_total_flops()
+    # tiny: 8x8 and 4x4 latents, 8 views -> attention matmuls 8x larger; the rest unchanged
+    assert counts[None] > counts[()] * 1.05
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_a_consistent_pipeline(name):
+    from mvdpp.models import image_embedding_dim
+    from mvdpp.presets import build_pipeline
+
+    pipe = build_pipeline(name, device="meta")  # shapes only
+    assert pipe.resolution == PRESETS[name]["resolution"]
+    assert image_embedding_dim(pipe.image_encoder) == pipe.unet.config.cross_attention_dim
+    assert pipe.vae.config.in_channels == pipe.vae.config.out_channels == 4
+    assert pipe.scheduler_name == PRESETS[name]["scheduler"]

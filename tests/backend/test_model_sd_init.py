@@ -14,6 +14,15 @@ from mvdpp.models import expand_rgb_vae_to_rgba  # noqa: E402
 from mvdpp.pipelines import MVDiffusionPPPipeline  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: threads only add contention on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def sd_checkpoint(tmp_path_factory):
     """A tiny SD-2-inpainting-layout folder (unet/ with 9 input channels, vae/, scheduler/) and a
@@ -78,6 +87,9 @@ def test_pipeline_from_stable_diffusion_samples_and_round_trips(sd_checkpoint, t
     pipe.save_pretrained(tmp_path)
     loaded = MVDiffusionPPPipeline.from_pretrained(tmp_path)
     assert np.array_equal(a, loaded([image], generator=torch.Generator().manual_seed(0), **kwargs).images)
+    # bf16, as on a GPU, through the CLIP path too
+    half = loaded.to(dtype=torch.bfloat16)([image], generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert half.shape == a.shape
 
 
 def test_rgba_vae_keeps_the_rgb_vae_on_colour(sd_checkpoint):

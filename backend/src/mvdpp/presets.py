@@ -32,20 +32,20 @@ PRESETS: dict[str, dict] = {
         "image_encoder": {"image_size": 32, "channels": (16, 32), "tokens_per_side": 2, "embed_dim": 32},
         "scheduler": "dpm++",
     },
-    # For quick training experiments: 128 px, 16x16 latents.
+    # For quick training experiments: 128 px, 16x16 latents, ~4M parameters.
     "small": {
         "resolution": 128,
         "unet": {
             "sample_size": 16,
-            "block_out_channels": (64, 128, 256),
+            "block_out_channels": (32, 64, 128),
             "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
             "layers_per_block": 1,
-            "attention_head_dim": (2, 4, 8),
+            "attention_head_dim": (1, 2, 2),  # heads: 32, 32, 64 channels each
             "cross_attention_dim": 128,
-            "norm_num_groups": 32,
+            "norm_num_groups": 16,
         },
-        "vae": {"block_out_channels": (32, 64, 64, 64), "layers_per_block": 1, "norm_num_groups": 16},
+        "vae": {"block_out_channels": (16, 32, 64, 64), "layers_per_block": 1, "norm_num_groups": 8},
         "image_encoder": {"image_size": 128, "channels": (32, 64, 128), "tokens_per_side": 4, "embed_dim": 128},
         "scheduler": "dpm++",
     },
@@ -127,15 +127,20 @@ def build_image_encoder(name: str):
     return SmallImageEncoder(**encoder_config)
 
 
-def build_pipeline(name: str, seed: int = 0, prediction_type: str = "epsilon", scheduler: str | None = None):
-    """A randomly initialised ``MVDiffusionPPPipeline`` of preset ``name`` (same seed, same weights)."""
+def build_pipeline(name: str, seed: int = 0, prediction_type: str = "epsilon", scheduler: str | None = None,
+                   device=None):
+    """A randomly initialised ``MVDiffusionPPPipeline`` of preset ``name`` (same seed and device,
+    same weights). ``device``: initialise the weights directly there (the paper preset's 1.6B
+    random parameters take a while on a CPU); default the CPU."""
     import torch
 
     from .pipelines.pipeline_mvdpp import MVDiffusionPPPipeline
     from .pipelines.schedulers import make_scheduler
 
     preset = get_preset(name)
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device or "cpu")
+    cuda_ids = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_ids), device:
         torch.manual_seed(seed)
         unet, vae, image_encoder = build_unet(name), build_vae(name), build_image_encoder(name)
     pipe = MVDiffusionPPPipeline(

@@ -42,8 +42,13 @@ def find_assets(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def load_asset(path: str | os.PathLike, up_axis: str = "auto"):
-    """Load a 3D asset as one normalised trimesh.Trimesh with its colours or texture."""
+def load_asset(path: str | os.PathLike, up_axis: str = "auto", normalise: bool = True):
+    """Load a 3D asset as one trimesh.Trimesh (Z-up) with its colours or texture.
+
+    ``normalise=False`` keeps the file's scale and position: use it to read meshes that are
+    already in the rig's frame (a reconstruction, an evaluation set's ground truth) without
+    hiding their placement.
+    """
     import trimesh
 
     path = Path(path)
@@ -61,7 +66,7 @@ def load_asset(path: str | os.PathLike, up_axis: str = "auto"):
     mesh = _single_mesh(loaded, path)
     if up_axis == "y" or (up_axis == "auto" and suffix in _Y_UP_EXTENSIONS):
         mesh.apply_transform(Y_UP_TO_Z_UP)
-    return normalise_mesh(mesh)
+    return normalise_mesh(mesh) if normalise else mesh
 
 
 def _single_mesh(loaded, path: Path):

@@ -200,7 +200,6 @@ def make_object(seed: int, detail: float = DEFAULT_DETAIL, max_primitives: int =
     for _ in range(count):
         primitive = Primitive.random(rng)
         if rng.uniform() < CUT_PROBABILITY:
-            lower, upper = primitive.bounds()
             surface = primitive.mesh(4 * detail).vertices  # coarse mesh: only to pick a surface point
             mesh = _cut_part(primitive, surface[rng.integers(len(surface))], rng, detail)
         else:

@@ -292,23 +292,21 @@ def _material_image_and_factor(material) -> tuple[np.ndarray | None, np.ndarray]
     return image, factor
 
 
-def _view_instances(cameras: list[Camera], columns: int) -> np.ndarray:
-    """Per-view instance data: MVP (column-major), tile (column, row), camera position."""
+def _view_instances(cameras: list[Camera]) -> np.ndarray:
+    """Per-view instance data: MVP (column-major), tile (column, row), camera position.
+
+    Tiles form one column (view i in tile row i): the framebuffer's memory is then exactly
+    (views, H, W, channels) and reads straight into the output array.
+    """
     data = np.zeros((len(cameras), 21), dtype=np.float32)
     projections: dict[float, np.ndarray] = {}
     for i, camera in enumerate(cameras):
         projection = projections.setdefault(camera.fov_deg, opengl_projection(camera.fov_deg))
         mvp = projection @ np.linalg.inv(camera.c2w)
         data[i, :16] = mvp.T.reshape(-1)  # GL reads matrices column by column
-        data[i, 16:18] = (i % columns, i // columns)
+        data[i, 16:18] = (0, i)
         data[i, 18:21] = camera.c2w[:3, 3]
     return data
-
-
-def _grid(count: int) -> tuple[int, int]:
-    # one column of tiles: the framebuffer's memory is then exactly (views, H, W, channels) and
-    # reads straight into the output array, no reshuffling copy
-    return 1, count
 
 
 class Renderer:
@@ -372,6 +370,12 @@ class Renderer:
             ) from failure
         self._ctx, self._pid = ctx, os.getpid()
         _CONTEXT_PROCESS = os.getpid()
+        with ctx:
+            self._set_up(ctx)
+
+    def _set_up(self, ctx) -> None:
+        import moderngl
+
         self._samples = min(self.samples, ctx.max_samples) if self.samples else 0
         max_side = min(MAX_FRAMEBUFFER_SIDE, ctx.info["GL_MAX_RENDERBUFFER_SIZE"], ctx.info["GL_MAX_TEXTURE_SIZE"])
         self._views_per_pass = max(1, min(MAX_VIEWS_PER_PASS, max_side // self.size))
@@ -385,25 +389,34 @@ class Renderer:
             ctx.enable_direct(0x3000 + clip_plane)  # GL_CLIP_DISTANCE0..3
         ctx.enable(moderngl.DEPTH_TEST)
 
-    def _color_targets(self, columns: int, rows: int):
-        key = ("color", columns, rows)
-        if key not in self._targets:
-            ctx, shape = self.ctx, (columns * self.size, rows * self.size)
-            resolved = ctx.framebuffer(ctx.renderbuffer(shape, 4), ctx.depth_renderbuffer(shape))
-            multisampled = None
-            if self._samples:
-                multisampled = ctx.framebuffer(
-                    ctx.renderbuffer(shape, 4, samples=self._samples), ctx.depth_renderbuffer(shape, samples=self._samples)
-                )
-            self._targets[key] = (multisampled, resolved)
-        return self._targets[key]
+    def _target(self, kind: str, views: int) -> tuple:
+        """(tile rows, multisampled framebuffer or None, single-sample framebuffer) for ``views``.
 
-    def _geometry_target(self, columns: int, rows: int):
-        key = ("geometry", columns, rows)
-        if key not in self._targets:
-            ctx, shape = self.ctx, (columns * self.size, rows * self.size)
-            self._targets[key] = ctx.framebuffer(ctx.renderbuffer(shape, 4, dtype="f4"), ctx.depth_renderbuffer(shape))
-        return self._targets[key]
+        Grow-only: one set per kind, as tall as the most views asked for so far, so a stream
+        whose view count varies holds one set of buffers, not one per count.
+        """
+        held = self._targets.get(kind)
+        if held is not None and held[0] >= views:
+            return held
+        if held is not None:
+            for gl_object in held[3]:
+                gl_object.release()
+        ctx, shape = self.ctx, (self.size, views * self.size)
+        if kind == "geometry":
+            attachments = [ctx.renderbuffer(shape, 4, dtype="f4"), ctx.depth_renderbuffer(shape)]
+            multisampled, single = None, ctx.framebuffer(*attachments)
+            owned = [single, *attachments]
+        else:
+            attachments = [ctx.renderbuffer(shape, 4), ctx.depth_renderbuffer(shape)]
+            single, multisampled = ctx.framebuffer(*attachments), None
+            owned = [single, *attachments]
+            if self._samples:
+                ms_attachments = [ctx.renderbuffer(shape, 4, samples=self._samples),
+                                  ctx.depth_renderbuffer(shape, samples=self._samples)]
+                multisampled = ctx.framebuffer(*ms_attachments)
+                owned += [multisampled, *ms_attachments]
+        self._targets[kind] = (views, multisampled, single, owned)
+        return self._targets[kind]
 
     def _upload(self, parts: list[MeshArrays], program):
         ctx, uploaded = self.ctx, []
@@ -452,13 +465,16 @@ class Renderer:
         step = self._views_per_pass
         for start in range(0, len(cameras), step):
             chunk = cameras[start : start + step]
-            columns, rows = _grid(len(chunk))
-            self._instances.write(_view_instances(chunk, columns).tobytes())
-            yield start, chunk, columns, rows
+            self._instances.write(_view_instances(chunk).tobytes())
+            yield start, chunk
 
     # -- public -----------------------------------------------------------------------------
     def render(self, mesh, cameras: list[Camera], lighting: Lighting | None = None) -> np.ndarray:
         """RGBA views ``uint8 (N, size, size, 4)``: colour over white, alpha = coverage."""
+        with self.ctx:  # make this renderer's context current: a process may hold several
+            return self._render_color(mesh, cameras, lighting)
+
+    def _render_color(self, mesh, cameras, lighting) -> np.ndarray:
         parts = mesh if isinstance(mesh, list) and mesh and isinstance(mesh[0], MeshArrays) else mesh_parts(mesh, self.crease_deg)
         lighting = lighting or Lighting()
         ctx, program = self.ctx, self._color_program
@@ -472,18 +488,19 @@ class Renderer:
         uploaded = self._upload(parts, program)
         try:
             out = np.empty((len(cameras), self.size, self.size, 4), dtype=np.uint8)
-            for start, chunk, columns, rows in self._passes(cameras):
-                multisampled, resolved = self._color_targets(columns, rows)
+            for start, chunk in self._passes(cameras):
+                rows, multisampled, resolved, _ = self._target("color", len(chunk))
                 target = multisampled or resolved
                 target.use()
                 target.clear(1.0, 1.0, 1.0, 0.0, depth=1.0)
-                program["u_grid"].value = (columns, rows)
+                program["u_grid"].value = (1, rows)
                 for vao, _, texture, vertices in uploaded:
                     (texture or self._white).use(0)
                     vao.render(vertices=vertices, instances=len(chunk))
                 if multisampled is not None:
                     ctx.copy_framebuffer(resolved, multisampled)
-                resolved.read_into(out[start : start + len(chunk)], components=4, alignment=1)
+                viewport = (0, 0, self.size, len(chunk) * self.size)  # the tiles in use, from row 0
+                resolved.read_into(out[start : start + len(chunk)], viewport=viewport, components=4, alignment=1)
             return out
         finally:
             self._release(uploaded)
@@ -494,19 +511,24 @@ class Renderer:
         depth is the distance along each camera's viewing axis (as mvdpp.rig.project_points),
         0 where no surface is seen; normals are unit world-frame normals facing the camera.
         """
+        with self.ctx:
+            return self._render_geometry(mesh, cameras)
+
+    def _render_geometry(self, mesh, cameras) -> tuple[np.ndarray, np.ndarray]:
         parts = mesh if isinstance(mesh, list) and mesh and isinstance(mesh[0], MeshArrays) else mesh_parts(mesh, self.crease_deg)
-        program = self.ctx and self._geometry_program
+        program = self._geometry_program
         uploaded = self._upload(parts, program)
         try:
             out = np.empty((len(cameras), self.size, self.size, 4), dtype=np.float32)
-            for start, chunk, columns, rows in self._passes(cameras):
-                target = self._geometry_target(columns, rows)
+            for start, chunk in self._passes(cameras):
+                rows, _, target, _ = self._target("geometry", len(chunk))
                 target.use()
                 target.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-                program["u_grid"].value = (columns, rows)
+                program["u_grid"].value = (1, rows)
                 for vao, _, _, vertices in uploaded:
                     vao.render(vertices=vertices, instances=len(chunk))
-                target.read_into(out[start : start + len(chunk)], components=4, alignment=1, dtype="f4")
+                viewport = (0, 0, self.size, len(chunk) * self.size)
+                target.read_into(out[start : start + len(chunk)], viewport=viewport, components=4, alignment=1, dtype="f4")
             return out[..., 3].copy(), out[..., :3].copy()
         finally:
             self._release(uploaded)

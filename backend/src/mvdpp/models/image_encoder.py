@@ -57,7 +57,9 @@ class SmallImageEncoder(ModelMixin, ConfigMixin):
         """images: (N, 4, H, W) in [-1, 1] -> (N, tokens, embed_dim)."""
         size = self.config.image_size
         if images.shape[-1] != size or images.shape[-2] != size:
-            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            # float32: antialiased resizing has no half-precision kernels on every device
+            images = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False,
+                                   antialias=True).to(self.dtype)
         grid = F.adaptive_avg_pool2d(self.features(images), self.config.tokens_per_side)
         tokens = grid.flatten(2).transpose(1, 2)
         return self.norm(self.project(tokens) + self.position)
@@ -86,12 +88,11 @@ def encode_condition_images(encoder, images: torch.Tensor) -> torch.Tensor:
     identical in training and sampling.
     """
     dtype = next(encoder.parameters()).dtype
-    images = images.to(dtype)
     if not _is_clip(encoder):
-        return encoder(images)
+        return encoder(images.to(dtype))
     size = encoder.config.image_size
-    rgb = (images[:, :3] + 1.0) / 2.0
+    rgb = (images[:, :3].float() + 1.0) / 2.0  # float32: see SmallImageEncoder.forward
     rgb = F.interpolate(rgb, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    mean = torch.tensor(CLIP_MEAN, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
-    return encoder(pixel_values=(rgb - mean) / std).image_embeds.unsqueeze(1)
+    mean = torch.tensor(CLIP_MEAN, device=rgb.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=rgb.device).view(1, 3, 1, 1)
+    return encoder(pixel_values=((rgb - mean) / std).to(dtype)).image_embeds.unsqueeze(1)

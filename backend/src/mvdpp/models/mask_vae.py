@@ -62,7 +62,8 @@ def encode_rgba(vae: AutoencoderKL, images: torch.Tensor, generator: torch.Gener
     ``sample=False`` takes the posterior mean (deterministic; what conditioning uses).
     """
     lead, image_shape = images.shape[:-3], images.shape[-3:]
-    flat = images.reshape(-1, *image_shape).to(device=vae.device, dtype=vae.dtype)
+    # Inputs stay on their device: with model CPU offload the VAE moves to it when it runs.
+    flat = images.reshape(-1, *image_shape).to(dtype=vae.dtype)
     latents = []
     for chunk in flat.split(chunk_size):
         dist = vae.encode(chunk).latent_dist

@@ -89,9 +89,9 @@ def view_slot_ids(num_condition: int, gen_view_ids: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def null_condition_latent(vae, resolution: int) -> torch.Tensor:
+def null_condition_latent(vae, resolution: int, device=None) -> torch.Tensor:
     """The generation views' condition latent: MVAE(white image, mask all ones), (C, h, w)."""
-    return encode_rgba(vae, white_rgba(resolution, device=vae.device, dtype=vae.dtype)[None])[0]
+    return encode_rgba(vae, white_rgba(resolution, device=device or vae.device, dtype=vae.dtype)[None])[0]
 
 
 def encode_condition(vae, image_encoder, cond_images: torch.Tensor) -> ConditionEncoding:
@@ -103,8 +103,8 @@ def encode_condition(vae, image_encoder, cond_images: torch.Tensor) -> Condition
     batch, num_condition = cond_images.shape[:2]
     with torch.no_grad():
         latents = encode_rgba(vae, cond_images)
-        null_latent = null_condition_latent(vae, cond_images.shape[-1])
-    flat = cond_images.reshape(batch * num_condition, *cond_images.shape[2:]).to(next(image_encoder.parameters()).device)
+        null_latent = null_condition_latent(vae, cond_images.shape[-1], device=cond_images.device)
+    flat = cond_images.reshape(batch * num_condition, *cond_images.shape[2:])
     tokens = encode_condition_images(image_encoder, flat)
     tokens = tokens.reshape(batch, num_condition * tokens.shape[1], tokens.shape[2])
     return ConditionEncoding(latents=latents, tokens=tokens, null_latent=null_latent)

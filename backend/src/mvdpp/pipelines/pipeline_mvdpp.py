@@ -57,6 +57,11 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
         return self.unet.config.sample_size * self.vae_scale_factor
 
     @property
+    def num_timesteps(self) -> int | None:
+        """Denoising steps of the current (or last) call, as in diffusers' pipelines."""
+        return getattr(self, "_num_timesteps", None)
+
+    @property
     def scheduler_name(self) -> str | None:
         return scheduler_name(self.scheduler)
 
@@ -184,6 +189,7 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
         cond_noise = randn_tensor((1, num_condition, *latent_shape[2:]), generator=generator, device=device, dtype=dtype)
 
         sampler.set_timesteps(int(num_inference_steps), device=device)
+        self._num_timesteps = len(sampler.timesteps)
         latents = latents * sampler.init_noise_sigma
         guided = guidance_scale > 1.0
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
