@@ -1,0 +1,42 @@
+"""Writing a trained pipeline as the diffusers folder users load (safetensors, fp16)."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import torch
+
+
+def folder_size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6
+
+
+def save_fp16_pipeline(pipe, folder: str | Path) -> Path:
+    """Save ``pipe`` in fp16 to ``folder`` (replacing it), loadable by
+    ``MVDiffusionPPPipeline.from_pretrained``. Written beside and renamed, so an interrupted
+    export never leaves a half folder where a good one was."""
+    folder = Path(folder)
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    # A copy: the pipeline may share frozen modules with a training run that goes on in fp32.
+    pipe = copy.deepcopy(pipe).to(torch.float16)
+    pipe.save_pretrained(partial, safe_serialization=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
+    return folder
+
+
+def export_run(run_folder: str | Path, folder: str | Path) -> Path:
+    """Export the EMA pipeline of a run's latest checkpoint (no training) to ``folder``."""
+    from .run_folder import STATE_FILE
+    from .trainer import load_pipeline
+
+    pipe, source = load_pipeline(run_folder)
+    folder = save_fp16_pipeline(pipe, folder)
+    state = Path(source).parent / STATE_FILE
+    if state.is_file():
+        shutil.copyfile(state, folder / STATE_FILE)
+    return folder

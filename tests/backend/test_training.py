@@ -1,0 +1,217 @@
+"""`mvdpp train` on the CPU with the tiny preset and the real procedural stream (64 px)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mvdpp.cli import main  # noqa: E402
+from mvdpp.errors import MVDPPError  # noqa: E402
+from mvdpp.training.run_folder import STATE_FILE, RunFolder  # noqa: E402
+from mvdpp.training.stages import STAGES, TrainSettings  # noqa: E402
+from mvdpp.training.trainer import Trainer  # noqa: E402
+
+
+def tiny_settings(output, stage="unet-v-mixed", **overrides) -> TrainSettings:
+    values = dict(stage=stage, output=str(output), preset="tiny", batch_size=1, warmup_steps=0, log_every=1,
+                  sample_every=0, checkpoint_every=0, keep_checkpoints=0, device="cpu")
+    values.update(overrides)
+    return TrainSettings(**values)
+
+
+def logged_losses(run_dir) -> list[float]:
+    return [r["loss"] for r in RunFolder(run_dir).read_log("train")]
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_each_stage_overfits_one_batch(tmp_path, stage):
+    """Every stage's step runs on a real rendered batch, and repeating one batch with the same
+    noise drives its loss down (the gradients reach the trained weights with the right sign)."""
+    trainer = Trainer(tiny_settings(tmp_path, stage, learning_rate=3e-3), quiet=True)
+    trainer.setup()
+    batch = next(trainer.batches())
+    assert batch["gen"].shape == (1, 8, 4, 64, 64) and batch["gen_view_ids"].shape == (1, 8)
+    if stage == "vae":  # the VAE step is the slow one on the CPU: 3 of the 8 views suffice
+        batch = {**batch, "gen": batch["gen"][:, :3]}
+    losses = [float(trainer.train_step(batch, randomness_of_step=0)[0]) for _ in range(10)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses[-3:]) < 0.7 * losses[0], losses
+    assert trainer.state.step == 10
+    expected_trained = {"vae"} if stage == "vae" else {"unet", "image_encoder"}
+    assert set(trainer.trained_names) == expected_trained
+
+
+@pytest.fixture(scope="module")
+def resumed_runs(tmp_path_factory):
+    """The same 4 steps run straight through and as 2 + 2 with a resume in between."""
+    root = tmp_path_factory.mktemp("resume")
+    straight, split = root / "straight", root / "split"
+    Trainer(tiny_settings(straight, max_steps=4), quiet=True).train()
+    first = Trainer(tiny_settings(split, max_steps=2), quiet=True).train()
+    second = Trainer(tiny_settings(split, max_steps=4), resume=True, quiet=True).train()
+    return straight, split, first, second
+
+
+def test_resume_repeats_the_uninterrupted_run_bit_for_bit(resumed_runs):
+    straight, split, first, second = resumed_runs
+    assert first.steps_done == 2 and second.steps_done == 2 and second.state.step == 4
+    # Same data position, optimizer, LR schedule, EMA and RNG: identical loss sequences.
+    assert logged_losses(straight) == logged_losses(split)
+    assert len(logged_losses(straight)) == 4
+    state = json.loads((RunFolder(split).latest_checkpoint() / STATE_FILE).read_text())
+    assert state["step"] == 4 and state["data_position"] == 4 and state["samples_seen"] == 4
+
+
+def test_export_loads_in_the_pipeline_and_generates(resumed_runs, tmp_path):
+    from PIL import Image
+
+    from mvdpp.pipelines import MVDiffusionPPPipeline
+
+    _, split, _, _ = resumed_runs
+    export = tmp_path / "export"
+    assert main(["train", "--stage", "unet-v-mixed", "--output", str(split), "--export", str(export), "--export-only"]) == 0
+    weights = list(export.rglob("*.safetensors"))
+    assert {w.parent.name for w in weights} == {"unet", "vae", "image_encoder"}
+    from safetensors import safe_open
+
+    for w in weights:
+        with safe_open(str(w), "pt") as f:
+            assert all(f.get_slice(k).get_dtype() == "F16" for k in f.keys())
+    assert json.loads((export / STATE_FILE).read_text())["step"] == 4
+    pipe = MVDiffusionPPPipeline.from_pretrained(export, dtype=torch.float32)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    image = Image.new("RGBA", (64, 64), (255, 255, 255, 0))
+    image.paste((200, 40, 40, 255), (16, 16, 48, 48))
+    out = pipe([image], num_inference_steps=2, view_ids=[0, 9], output_type="np", generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (2, 64, 64, 4) and out.images.dtype.name == "uint8"
+
+
+def test_cli_init_from_export_stops_at_max_minutes_and_exports(resumed_runs, tmp_path):
+    """--init-from the previous stage's run; a tiny --max-minutes stops cleanly with a checkpoint."""
+    _, split, _, _ = resumed_runs
+    run, export = tmp_path / "run", tmp_path / "export"
+    code = main(["train", "--stage", "unet-v-single", "--init-from", str(split), "--output", str(run), "--device", "cpu",
+                 "--batch-size", "1", "--max-minutes", "0.0001", "--sample-every", "0", "--export", str(export)])
+    assert code == 0
+    stop = RunFolder(run).read_log("stop")[-1]
+    assert stop["stopped_by"] == "max_minutes"
+    latest = RunFolder(run).latest_checkpoint()
+    assert latest is not None and (latest / "pipeline" / "model_index.json").is_file()
+    # A different stage starts its own step count at 0.
+    assert json.loads((latest / STATE_FILE).read_text())["stage"] == "unet-v-single"
+    assert (export / "model_index.json").is_file()
+
+
+def test_sample_sheet_and_periodic_checkpoints(tmp_path):
+    trainer = Trainer(tiny_settings(tmp_path, "unet-eps-single", max_steps=2, sample_every=2, checkpoint_every=1,
+                                    keep_checkpoints=1), data="synthetic", quiet=True)
+    trainer.train()
+    sheets = list((tmp_path / "samples").glob("step-*.png"))
+    assert [p.name for p in sheets] == ["step-0000002.png"]
+    from PIL import Image
+
+    with Image.open(sheets[0]) as sheet:
+        assert sheet.size == (8 * 64, 3 * 64)  # condition | generated | ground truth rows
+    assert [p.name for p in RunFolder(tmp_path).list_checkpoints()] == ["step-0000002"]  # pruned to 1
+
+
+def test_user_errors_are_clear(tmp_path):
+    with pytest.raises(MVDPPError, match="Unknown training stage"):
+        tiny_settings(tmp_path, "unet-x").validate()
+    with pytest.raises(MVDPPError, match="does not exist"):
+        tiny_settings(tmp_path, init_from=str(tmp_path / "missing")).validate()
+    with pytest.raises(MVDPPError, match="neither a pipeline folder nor a training run"):
+        Trainer(tiny_settings(tmp_path, init_from=str(tmp_path)), quiet=True).setup()
+    with pytest.raises(MVDPPError, match="unknown model preset"):
+        tiny_settings(tmp_path, preset="huge").validate()
+
+
+def test_resume_refuses_another_stage(resumed_runs):
+    _, split, _, _ = resumed_runs
+    with pytest.raises(MVDPPError, match="trains stage unet-v-mixed"):
+        Trainer(tiny_settings(split, "unet-v-single", max_steps=5), resume=True, quiet=True).setup()
+
+
+def test_ema_follows_the_weights_with_warmup():
+    from mvdpp.training.ema import EMA
+
+    layer = torch.nn.Linear(2, 2)
+    ema = EMA({"m": layer}, decay=0.9)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    ema.update({"m": layer})  # first decay min(0.9, 1/10) = 0.1: mostly the new weights
+    target = torch.nn.Linear(2, 2)
+    ema.copy_to({"m": target})
+    assert torch.allclose(target.weight, torch.full((2, 2), 1.0), atol=0.2)
+    assert ema.current_decay() == pytest.approx(2 / 11)
+
+
+def test_device_cache_draws_stream_like_batches_and_resumes_exactly(tmp_path):
+    """--data cache: objects rendered into device memory per epoch; batches drawn there have the
+    stream's layout, new objects arrive each epoch, and a resume across an epoch boundary repeats
+    the uninterrupted run."""
+    kw = dict(data="cache", cache_objects=2, cache_refresh_steps=2, log_objects=True)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    Trainer(tiny_settings(straight, max_steps=3, **kw), quiet=True).train()
+    Trainer(tiny_settings(split, max_steps=1, **kw), quiet=True).train()
+    Trainer(tiny_settings(split, max_steps=3, **kw), resume=True, quiet=True).train()
+    assert logged_losses(straight) == logged_losses(split) and len(logged_losses(split)) == 3
+    seeds = [json.loads(line)["object_seed"][0] for line in (straight / "objects-rank0.jsonl").read_text().splitlines()]
+    epoch0, epoch1 = set(seeds[:2]), {seeds[2]}
+    assert not epoch0 & epoch1  # step 2 starts epoch 1: new objects
+
+    from mvdpp.training.object_cache import DeviceObjectCache
+
+    cache = DeviceObjectCache(2, 10, 64, seed=1, rank=0, world_size=1, device=torch.device("cpu"), log=lambda *a: None)
+    batch = cache.batch(0, 3, "sparse")
+    assert batch["gen"].shape == (3, 8, 4, 64, 64) and batch["cond"].shape[2:] == (4, 64, 64)
+    assert batch["gen"].min() >= -1 and batch["gen"].max() <= 1 and batch["gen"][:, :, 3].max() == 1  # objects visible
+    assert (batch["gen_view_ids"].diff(dim=1) > 0).all()  # 8 distinct rig views, ascending like the stream
+
+
+def test_carry_packs_a_folder_into_small_parts_and_back(tmp_path):
+    from mvdpp.training.carry import pack, unpack
+
+    folder = tmp_path / "export" / "unet"
+    folder.mkdir(parents=True)
+    payload = bytes(range(256)) * 4000  # ~1 MB
+    (folder / "weights.bin").write_bytes(payload)
+    parts = pack(tmp_path / "export", tmp_path / "out", part_bytes=300_000)
+    assert len(parts) == 4 and all(p.stat().st_size <= 300_000 for p in parts)
+    restored = unpack(tmp_path / "out", tmp_path / "restored")
+    assert (restored / "unet" / "weights.bin").read_bytes() == payload
+    parts[1].unlink()
+    with pytest.raises(SystemExit, match="3 of 4 parts"):
+        unpack(tmp_path / "out", tmp_path / "again")
+
+
+def test_latent_cache_matches_the_image_path(tmp_path):
+    """--data cache-latents stores what the UNet objective would compute from the images, and its
+    shortcut around the VAE builds the same condition encoding as the shared encode_condition."""
+    from mvdpp.models import encode_rgba
+    from mvdpp.pipelines import encode_condition, null_condition_latent
+    from mvdpp.training.object_cache import DeviceObjectCache
+    from mvdpp.training.objectives import condition_from_latents
+
+    trainer = Trainer(tiny_settings(tmp_path, "unet-eps-single", data="cache-latents", cache_objects=2), quiet=True)
+    trainer.setup()
+    vae, encoder = trainer.pipe.vae, trainer.pipe.image_encoder
+    quiet = dict(seed=3, rank=0, world_size=1, device=torch.device("cpu"), log=lambda *a: None)
+    images = DeviceObjectCache(2, 10, 64, **quiet).batch(0, 2, "sparse")
+    latents = DeviceObjectCache(2, 10, 64, vae=vae, **quiet).batch(0, 2, "sparse")
+    assert "gen" not in latents and latents["gen_latents"].shape == (2, 8, 4, 8, 8)
+    assert torch.equal(images["cond"], latents["cond"]) and torch.equal(images["gen_view_ids"], latents["gen_view_ids"])
+    with torch.no_grad():
+        expected_gen = encode_rgba(vae, images["gen"])
+        expected = encode_condition(vae, encoder, images["cond"])
+        shortcut = condition_from_latents(vae, encoder, latents["cond"], latents["cond_latents"], null_condition_latent(vae, 64))
+    assert torch.allclose(latents["gen_latents"], expected_gen, atol=2e-3, rtol=1e-3)  # fp16 storage
+    assert torch.allclose(shortcut.latents, expected.latents, atol=2e-3, rtol=1e-3)
+    assert torch.equal(shortcut.tokens, expected.tokens) and torch.equal(shortcut.null_latent, expected.null_latent)
+
+    loss, _ = trainer.train_step(next(trainer.batches()))
+    assert torch.isfinite(loss)

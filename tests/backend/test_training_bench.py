@@ -1,0 +1,35 @@
+"""`mvdpp bench train` / `mvdpp bench sample` with the tiny preset on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+from mvdpp.cli import main  # noqa: E402
+
+
+def test_bench_train_reports_throughput_flops_memory_and_profile(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert main(["bench", "train", "--tiny", "--steps", "2", "--warmup", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for label in ("samples/s", "model FLOPs / step", "matmul rate measured now", "peak process RSS", "profile by component"):
+        assert label in printed
+    figures = json.loads(out.read_text())
+    assert figures["samples_per_second"] > 0 and figures["flops_per_step"] > 0 and figures["matmul_tflops"] > 0
+    assert figures["achieved_tflops"] == pytest.approx(figures["flops_per_step"] / figures["seconds_per_step"] / 1e12)
+    # The profile splits the step into the components the issue names.
+    assert {"attention", "convolution", "vae", "optimizer", "data"} <= set(figures["breakdown_ms"])
+    assert all(ms >= 0 for ms in figures["breakdown_ms"].values())
+
+
+def test_bench_sample_reports_step_time_and_flops(tmp_path, capsys):
+    out = tmp_path / "sample.json"
+    assert main(["bench", "sample", "--tiny", "--views", "8", "--no-profile", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "denoising step" in printed and "TFLOP/s" in printed
+    figures = json.loads(out.read_text())
+    assert figures["seconds_per_step"] > 0 and figures["views_per_second"] == pytest.approx(8 / figures["seconds_per_step"])
+    assert figures["flops_per_step"] > 0 and figures["guidance"] is True
