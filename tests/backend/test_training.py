@@ -235,3 +235,12 @@ def test_latent_cache_matches_the_image_path(tmp_path):
 
     loss, _ = trainer.train_step(next(trainer.batches()))
     assert torch.isfinite(loss)
+
+
+def test_export_never_replaces_a_folder_that_is_not_a_pipeline(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(MVDPPError, match="not a pipeline folder"):
+        tiny_settings(tmp_path / "run", export=str(precious)).validate()
+    assert (precious / "notes.txt").read_text() == "keep me"

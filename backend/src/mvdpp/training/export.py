@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .run_folder import check_export_target
+
 
 def folder_size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6
@@ -18,6 +20,7 @@ def save_fp16_pipeline(pipe, folder: str | Path) -> Path:
     ``MVDiffusionPPPipeline.from_pretrained``. Written beside and renamed, so an interrupted
     export never leaves a half folder where a good one was."""
     folder = Path(folder)
+    check_export_target(folder)
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     # A copy: the pipeline may share frozen modules with a training run that goes on in fp32.

@@ -153,6 +153,10 @@ class TrainSettings:
             raise MVDPPError(BAD_INPUT, f"Unknown --device {self.device!r}.", "Use auto, cpu or cuda.")
         if self.init_from is not None and not Path(self.init_from).exists():
             raise MVDPPError(BAD_INPUT, f"--init-from folder {self.init_from} does not exist.", "Give a pipeline folder (--export output) or a run folder.")
+        if self.export:
+            from .run_folder import check_export_target
+
+            check_export_target(self.export)
         for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "max_steps"):
             if getattr(self, name) < 0:
                 raise MVDPPError(BAD_INPUT, f"--{name.replace('_', '-')} must not be negative.", "")
