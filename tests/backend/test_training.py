@@ -244,3 +244,23 @@ def test_export_never_replaces_a_folder_that_is_not_a_pipeline(tmp_path):
     with pytest.raises(MVDPPError, match="not a pipeline folder"):
         tiny_settings(tmp_path / "run", export=str(precious)).validate()
     assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_cache_prefetch_renders_the_next_epoch_in_the_background(tmp_path):
+    """With worker processes the next epoch is rendered while the current one trains; what it
+    delivers is what rendering on demand delivers."""
+    from mvdpp.training.object_cache import DeviceObjectCache, cache_batches
+
+    quiet = dict(seed=5, rank=0, world_size=1, device=torch.device("cpu"))
+    logs = []
+    background = DeviceObjectCache(2, 1, 64, num_workers=1, log=logs.append, **quiet)
+    on_demand = DeviceObjectCache(2, 1, 64, num_workers=0, log=lambda *a: None, **quiet)
+    assert background.prefetch and not on_demand.prefetch
+    batches = cache_batches(background, 2, "sparse", start=0)
+    first, second = next(batches), next(batches)  # epoch 0 rendered now, epoch 1 prefetched
+    assert [line.split(":")[1].split()[0] for line in logs] == ["rendered", "prefetched"]
+    for got, want in ((first, on_demand.batch(0, 2, "sparse")), (second, on_demand.batch(1, 2, "sparse"))):
+        assert torch.equal(got["object_seed"], want["object_seed"]) and torch.equal(got["gen_view_ids"], want["gen_view_ids"])
+        assert (got["gen"] - want["gen"]).abs().max() <= 2 / 127.5  # renderer: a grey level at most
+    batches.close()  # ends the run: the epoch-2 prefetch is cancelled
+    assert background._pending is None

@@ -101,6 +101,8 @@ class TrainSettings:
     #: objects per process in the device cache, and steps before it is re-rendered with new objects
     cache_objects: int = 1024
     cache_refresh_steps: int = 500
+    #: render the next epoch's objects in the background (worker processes) while training
+    cache_prefetch: bool = True
     num_workers: int = 0
     #: a folder of meshes (OBJ/GLB/GLTF/PLY) to train on instead of procedural objects
     assets: str | None = None
