@@ -12,8 +12,9 @@ Same distribution as ``MultiViewStream``: cameras come from the stream's own ``o
 (the first condition view defines azimuth 0; the other condition views are i.i.d., so taking
 the first Nc of the 10 is a draw of Nc views), objects from its sources, lighting from
 ``Lighting.random``. Deterministic in (seed, rank, epoch) for the objects and (seed, global
-batch index) for the draws, so a resumed run repeats an uninterrupted one; processes render
-disjoint objects.
+batch index) for the draws, so a resumed run trains on the same objects and views as an
+uninterrupted one; processes render disjoint objects. With worker processes the next epoch is
+rendered in the background while the current one trains (``_Prefetch``).
 """
 
 from __future__ import annotations
