@@ -45,25 +45,43 @@ def test_each_stage_overfits_one_batch(tmp_path, stage):
     assert set(trainer.trained_names) == expected_trained
 
 
+def logged_objects(run_dir) -> list[list[int]]:
+    return [json.loads(line)["object_seed"] for line in (Path(run_dir) / "objects-rank0.jsonl").read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def resumed_runs(tmp_path_factory):
-    """The same 4 steps run straight through and as 2 + 2 with a resume in between."""
+    """The same 4 steps on the real stream, run straight through and as 2 + 2 with a resume."""
     root = tmp_path_factory.mktemp("resume")
     straight, split = root / "straight", root / "split"
-    Trainer(tiny_settings(straight, max_steps=4), quiet=True).train()
-    first = Trainer(tiny_settings(split, max_steps=2), quiet=True).train()
-    second = Trainer(tiny_settings(split, max_steps=4), resume=True, quiet=True).train()
+    Trainer(tiny_settings(straight, max_steps=4, log_objects=True), quiet=True).train()
+    first = Trainer(tiny_settings(split, max_steps=2, log_objects=True), quiet=True).train()
+    second = Trainer(tiny_settings(split, max_steps=4, log_objects=True), resume=True, quiet=True).train()
     return straight, split, first, second
 
 
-def test_resume_repeats_the_uninterrupted_run_bit_for_bit(resumed_runs):
+def test_resume_continues_the_stream_and_the_optimisation(resumed_runs):
     straight, split, first, second = resumed_runs
     assert first.steps_done == 2 and second.steps_done == 2 and second.state.step == 4
-    # Same data position, optimizer, LR schedule, EMA and RNG: identical loss sequences.
-    assert logged_losses(straight) == logged_losses(split)
-    assert len(logged_losses(straight)) == 4
+    # The resumed run trains on the very objects the uninterrupted one did, from the same state.
+    assert logged_objects(straight) == logged_objects(split) and len(logged_objects(split)) == 4
+    # The renderer may differ by one grey level on a few pixels depending on what its GL context
+    # drew before, so losses on rendered data agree closely, not bitwise (bitwise: next test).
+    assert logged_losses(split) == pytest.approx(logged_losses(straight), rel=1e-3)
     state = json.loads((RunFolder(split).latest_checkpoint() / STATE_FILE).read_text())
     assert state["step"] == 4 and state["data_position"] == 4 and state["samples_seen"] == 4
+
+
+def test_resume_is_bit_exact(tmp_path):
+    """Weights, AdamW, LR schedule, EMA, RNG and data position all restored: a 2 + 2 step run
+    logs exactly the losses of a 4 step run (data made on the device from the batch index)."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    kw = dict(data="synthetic", warmup_steps=3, batch_size=2)
+    Trainer(tiny_settings(straight, max_steps=4, **kw), quiet=True).train()
+    Trainer(tiny_settings(split, max_steps=2, **kw), quiet=True).train()
+    Trainer(tiny_settings(split, max_steps=4, **kw), resume=True, quiet=True).train()
+    assert len(logged_losses(straight)) == 4
+    assert logged_losses(straight) == logged_losses(split)
 
 
 def test_export_loads_in_the_pipeline_and_generates(resumed_runs, tmp_path):
@@ -150,17 +168,19 @@ def test_ema_follows_the_weights_with_warmup():
     assert ema.current_decay() == pytest.approx(2 / 11)
 
 
-def test_device_cache_draws_stream_like_batches_and_resumes_exactly(tmp_path):
+def test_device_cache_draws_stream_like_batches_and_resumes(tmp_path):
     """--data cache: objects rendered into device memory per epoch; batches drawn there have the
-    stream's layout, new objects arrive each epoch, and a resume across an epoch boundary repeats
-    the uninterrupted run."""
+    stream's layout, new objects arrive each epoch, and a resume across an epoch boundary trains
+    on the same objects as the uninterrupted run."""
     kw = dict(data="cache", cache_objects=2, cache_refresh_steps=2, log_objects=True)
     straight, split = tmp_path / "straight", tmp_path / "split"
     Trainer(tiny_settings(straight, max_steps=3, **kw), quiet=True).train()
     Trainer(tiny_settings(split, max_steps=1, **kw), quiet=True).train()
     Trainer(tiny_settings(split, max_steps=3, **kw), resume=True, quiet=True).train()
-    assert logged_losses(straight) == logged_losses(split) and len(logged_losses(split)) == 3
-    seeds = [json.loads(line)["object_seed"][0] for line in (straight / "objects-rank0.jsonl").read_text().splitlines()]
+    assert len(logged_losses(split)) == 3 and logged_objects(straight) == logged_objects(split)
+    # Rendered data: equal up to the renderer's one-grey-level context dependence (see above).
+    assert logged_losses(split) == pytest.approx(logged_losses(straight), rel=1e-3)
+    seeds = [entry[0] for entry in logged_objects(straight)]
     epoch0, epoch1 = set(seeds[:2]), {seeds[2]}
     assert not epoch0 & epoch1  # step 2 starts epoch 1: new objects
 
@@ -215,3 +235,32 @@ def test_latent_cache_matches_the_image_path(tmp_path):
 
     loss, _ = trainer.train_step(next(trainer.batches()))
     assert torch.isfinite(loss)
+
+
+def test_export_never_replaces_a_folder_that_is_not_a_pipeline(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(MVDPPError, match="not a pipeline folder"):
+        tiny_settings(tmp_path / "run", export=str(precious)).validate()
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_cache_prefetch_renders_the_next_epoch_in_the_background(tmp_path):
+    """With worker processes the next epoch is rendered while the current one trains; what it
+    delivers is what rendering on demand delivers."""
+    from mvdpp.training.object_cache import DeviceObjectCache, cache_batches
+
+    quiet = dict(seed=5, rank=0, world_size=1, device=torch.device("cpu"))
+    logs = []
+    background = DeviceObjectCache(2, 1, 64, num_workers=1, log=logs.append, **quiet)
+    on_demand = DeviceObjectCache(2, 1, 64, num_workers=0, log=lambda *a: None, **quiet)
+    assert background.prefetch and not on_demand.prefetch
+    batches = cache_batches(background, 2, "sparse", start=0)
+    first, second = next(batches), next(batches)  # epoch 0 rendered now, epoch 1 prefetched
+    assert [line.split(":")[1].split()[0] for line in logs] == ["rendered", "prefetched"]
+    for got, want in ((first, on_demand.batch(0, 2, "sparse")), (second, on_demand.batch(1, 2, "sparse"))):
+        assert torch.equal(got["object_seed"], want["object_seed"]) and torch.equal(got["gen_view_ids"], want["gen_view_ids"])
+        assert (got["gen"] - want["gen"]).abs().max() <= 2 / 127.5  # renderer: a grey level at most
+    batches.close()  # ends the run: the epoch-2 prefetch is cancelled
+    assert background._pending is None

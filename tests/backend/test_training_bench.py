@@ -33,3 +33,18 @@ def test_bench_sample_reports_step_time_and_flops(tmp_path, capsys):
     figures = json.loads(out.read_text())
     assert figures["seconds_per_step"] > 0 and figures["views_per_second"] == pytest.approx(8 / figures["seconds_per_step"])
     assert figures["flops_per_step"] > 0 and figures["guidance"] is True
+
+
+def test_flop_count_includes_attention_forward_and_backward():
+    """FlopCounterMode's table lacks the CPU's fused attention kernels; ours adds them, so the
+    CPU count matches the formula (4 B H L^2 d forward, 2.5x that backward)."""
+    import torch
+
+    from mvdpp.training.profiling import count_flops
+
+    q = torch.randn(2, 4, 128, 32, requires_grad=True)
+
+    def attention_step():
+        torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().backward()
+
+    assert count_flops(attention_step) == int(4 * 2 * 4 * 128 * 128 * 32 * 3.5)

@@ -47,6 +47,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cache-objects", type=int, default=d.cache_objects, help="--data cache: objects per process (default: %(default)s)")
     parser.add_argument("--cache-refresh-steps", type=int, default=d.cache_refresh_steps,
                         help="--data cache: steps per epoch, after which new objects are rendered (default: %(default)s)")
+    parser.add_argument("--no-cache-prefetch", dest="cache_prefetch", action="store_false",
+                        help="--data cache*: render each epoch's objects only when it starts (default: in the background "
+                             "during the previous epoch, with --num-workers > 0)")
     parser.add_argument("--assets", help="train on the meshes of this folder (OBJ/GLB/GLTF/PLY) instead of procedural objects")
     parser.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader worker processes per training process")
     parser.add_argument("--log-every", type=int, default=d.log_every, help="steps between loss logs (the only host syncs)")
@@ -69,7 +72,7 @@ def settings_from_args(args):
         compile=args.compile, compile_mode=args.compile_mode, channels_last=args.channels_last, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, init_from=args.init_from,
         data=args.data, num_workers=args.num_workers, assets=args.assets,
-        cache_objects=args.cache_objects, cache_refresh_steps=args.cache_refresh_steps, export=args.export, log_objects=args.log_objects,
+        cache_objects=args.cache_objects, cache_refresh_steps=args.cache_refresh_steps, cache_prefetch=args.cache_prefetch, export=args.export, log_objects=args.log_objects,
     )
 
 

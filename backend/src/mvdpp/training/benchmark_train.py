@@ -57,7 +57,7 @@ def run(args) -> int:
         settings = TrainSettings(stage=args.stage, output=scratch, preset=preset, batch_size=args.batch_size, device=args.device,
                                  mixed_precision=args.mixed_precision, compile=args.compile, compile_mode=args.compile_mode, channels_last=args.channels_last,
                                  gradient_checkpointing=args.gradient_checkpointing, warmup_steps=0, num_workers=args.num_workers,
-                                 cache_objects=args.cache_objects, cache_refresh_steps=10**9,
+                                 cache_objects=args.cache_objects, cache_refresh_steps=10**9, cache_prefetch=False,
                                  log_every=0, sample_every=0, checkpoint_every=0)
         trainer = Trainer(settings, data=args.data, quiet=True)
         trainer.setup()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .run_folder import check_export_target
+
 
 def folder_size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6
@@ -18,10 +20,18 @@ def save_fp16_pipeline(pipe, folder: str | Path) -> Path:
     ``MVDiffusionPPPipeline.from_pretrained``. Written beside and renamed, so an interrupted
     export never leaves a half folder where a good one was."""
     folder = Path(folder)
+    check_export_target(folder)
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    # A copy: the pipeline may share frozen modules with a training run that goes on in fp32.
-    pipe = copy.deepcopy(pipe).to(torch.float16)
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # its "keep in float32" notice lists no module here
+    try:
+        # A copy: the pipeline may share frozen modules with a training run that goes on in fp32.
+        pipe = copy.deepcopy(pipe).to(torch.float16)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
     pipe.save_pretrained(partial, safe_serialization=True)
     if folder.exists():
         shutil.rmtree(folder)

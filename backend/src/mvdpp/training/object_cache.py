@@ -12,12 +12,14 @@ Same distribution as ``MultiViewStream``: cameras come from the stream's own ``o
 (the first condition view defines azimuth 0; the other condition views are i.i.d., so taking
 the first Nc of the 10 is a draw of Nc views), objects from its sources, lighting from
 ``Lighting.random``. Deterministic in (seed, rank, epoch) for the objects and (seed, global
-batch index) for the draws, so a resumed run repeats an uninterrupted one; processes render
-disjoint objects.
+batch index) for the draws, so a resumed run trains on the same objects and views as an
+uninterrupted one; processes render disjoint objects. With worker processes the next epoch is
+rendered in the background while the current one trains (``_Prefetch``).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Iterator
 
@@ -60,7 +62,8 @@ class DeviceObjectCache:
     preset, more than half of the step's FLOPs gone."""
 
     def __init__(self, objects: int, refresh_steps: int, resolution: int, seed: int, rank: int, world_size: int,
-                 device: torch.device, num_workers: int = 0, assets: str | None = None, log=print, vae=None):
+                 device: torch.device, num_workers: int = 0, assets: str | None = None, log=print, vae=None,
+                 prefetch: bool = True):
         from ..data.stream import MultiViewStream
 
         self.objects, self.refresh_steps = int(objects), max(1, int(refresh_steps))
@@ -81,6 +84,10 @@ class DeviceObjectCache:
             self.cond_latents = torch.empty((n, MAX_CONDITION_VIEWS, *latent_shape), dtype=torch.float16, device=device)
         self.object_seed = torch.empty(self.objects, dtype=torch.int64)
         self.epoch = None
+        # Background rendering of the next epoch needs worker processes: rendering in a thread of
+        # this process would share its GL context across threads.
+        self.prefetch = bool(prefetch) and self.num_workers > 0
+        self._pending: _Prefetch | None = None
 
     @torch.no_grad()
     def _encode(self, images_uint8: torch.Tensor) -> torch.Tensor:
@@ -90,27 +97,68 @@ class DeviceObjectCache:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             return encode_rgba(self.vae, images).to(torch.float16)
 
-    def fill(self, epoch: int) -> None:
-        """Render this process's objects of ``epoch`` (disjoint across processes and epochs)."""
+    def _loader(self, epoch: int):
         first = (epoch * self.world_size + self.rank) * self.objects
         dataset = ObjectRenders(self.stream, list(range(first, first + self.objects)))
         # Spawned workers, as the stream's own loader does: a forked child of a process that used
         # OpenGL can hang when it makes its own context.
         extra = {"multiprocessing_context": "spawn"} if self.num_workers > 0 else {}
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
-                                             pin_memory=self.device.type == "cuda", **extra)
+        return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
+                                           pin_memory=self.device.type == "cuda" and not self.prefetch, **extra)
+
+    def _store(self, where: slice, rig: torch.Tensor, cond: torch.Tensor, seeds: torch.Tensor) -> None:
+        """Objects ``where`` of the device cache from host tensors (N, V, H, W, 4) uint8."""
+        self.cond[where].copy_(cond, non_blocking=True)
+        if self.vae is None:
+            self.rig[where].copy_(rig, non_blocking=True)
+        else:
+            count = rig.shape[0]
+            self.rig_latents[where] = self._encode(rig.flatten(0, 1)).unflatten(0, (count, NUM_RIG_VIEWS))
+            self.cond_latents[where] = self._encode(cond.flatten(0, 1)).unflatten(0, (count, MAX_CONDITION_VIEWS))
+        self.object_seed[where] = seeds
+
+    def render_to_host(self, epoch: int, stop: threading.Event | None = None) -> dict | None:
+        """All objects of ``epoch`` in host memory (what a prefetch makes while training goes on)."""
+        res = self.cond.shape[-2]
+        host = {"rig": torch.empty((self.objects, NUM_RIG_VIEWS, res, res, 4), dtype=torch.uint8),
+                "cond": torch.empty((self.objects, MAX_CONDITION_VIEWS, res, res, 4), dtype=torch.uint8),
+                "seeds": torch.empty(self.objects, dtype=torch.int64)}
+        for position, rig, cond, object_seed in self._loader(epoch):
+            if stop is not None and stop.is_set():
+                return None
+            host["rig"][position], host["cond"][position], host["seeds"][position] = rig, cond, object_seed
+        return host
+
+    def fill(self, epoch: int) -> None:
+        """Put this process's objects of ``epoch`` (disjoint across processes and epochs) on the
+        device: from the prefetch made during the previous epoch if there is one, else rendered
+        now. Then start rendering the next epoch's objects in the background (DataLoader worker
+        processes render; a thread only collects their output in host memory)."""
         start = time.monotonic()
-        for position, rig, cond, object_seed in loader:
-            self.cond[position].copy_(cond, non_blocking=True)
-            if self.vae is None:
-                self.rig[position].copy_(rig, non_blocking=True)
-            else:
-                self.rig_latents[position] = self._encode(rig)
-                self.cond_latents[position] = self._encode(cond)
-            self.object_seed[position] = object_seed
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.epoch == epoch:
+            host = pending.result()
+            for i in range(0, self.objects, 16):
+                where = slice(i, min(i + 16, self.objects))
+                self._store(where, host["rig"][where], host["cond"][where], host["seeds"][where])
+            how = "prefetched"
+        else:
+            if pending is not None:
+                pending.cancel()
+            for position, rig, cond, object_seed in self._loader(epoch):
+                self._store(slice(position, position + 1), rig[None], cond[None], torch.tensor([object_seed]))
+            how = "rendered"
         self.epoch = epoch
-        kind = "rendered" if self.vae is None else "rendered and encoded"
-        self.log(f"object cache: {kind} {self.objects} objects (epoch {epoch}) in {time.monotonic() - start:.1f} s")
+        encoded = "" if self.vae is None else " and encoded"
+        self.log(f"object cache: {how}{encoded} {self.objects} objects (epoch {epoch}) in {time.monotonic() - start:.1f} s")
+        if self.prefetch:
+            self._pending = _Prefetch(self, epoch + 1)
+
+    def close(self) -> None:
+        """Stop a background prefetch (at the end of a run)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
 
     def batch(self, global_index: int, batch_size: int, condition_mode: str) -> dict:
         from ..data.stream import draw_condition_count
@@ -139,9 +187,40 @@ class DeviceObjectCache:
         return batch
 
 
+class _Prefetch:
+    """One epoch's objects rendered into host memory by a background thread."""
+
+    def __init__(self, cache: DeviceObjectCache, epoch: int):
+        self.epoch = epoch
+        self.stop = threading.Event()
+        self.value = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(cache,), name=f"object-cache-epoch-{epoch}", daemon=True)
+        self.thread.start()
+
+    def _run(self, cache: DeviceObjectCache) -> None:
+        try:
+            self.value = cache.render_to_host(self.epoch, self.stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread in result()
+            self.error = exc
+
+    def result(self) -> dict:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def cancel(self, timeout: float = 30.0) -> None:
+        self.stop.set()
+        self.thread.join(timeout)  # a daemon thread: if its workers are still starting, leave it
+
+
 def cache_batches(cache: DeviceObjectCache, batch_size: int, condition_mode: str, start: int) -> Iterator[dict]:
     """This process's batches: global indices start + rank, start + rank + world_size, ..."""
     index = start + cache.rank
-    while True:
-        yield cache.batch(index, batch_size, condition_mode)
-        index += cache.world_size
+    try:
+        while True:
+            yield cache.batch(index, batch_size, condition_mode)
+            index += cache.world_size
+    finally:
+        cache.close()

@@ -3,7 +3,8 @@
 * ``matmul_tflops``: the bf16 (CUDA) / fp32 (CPU) matmul rate of this device, measured now, so
   achieved TFLOP/s are read against what this very machine does rather than a datasheet.
 * ``count_flops``: model FLOPs of a callable via ``torch.utils.flop_counter.FlopCounterMode``
-  (matmuls, convolutions and attention; elementwise work is not counted, as is customary).
+  (matmuls, convolutions and attention, the CPU's fused attention kernels included; elementwise
+  work is not counted, as is customary).
 * ``component_breakdown``: a torch.profiler run whose time is split by component. Regions the
   training code marks with ``torch.profiler.record_function`` ("data", "vae", "optimizer",
   "ema", "image_encoder") win; everything else is classified by the aten operator that launched
@@ -71,10 +72,30 @@ def matmul_tflops(device: torch.device, size: int | None = None, repeat: int = 2
     return 2.0 * size**3 / seconds / 1e12, str(dtype).replace("torch.", "")
 
 
+def _cpu_attention_formulas() -> dict:
+    """FLOP formulas for the CPU's fused attention kernels, which PyTorch's table leaves out (the
+    CUDA kernels are in it): without them attention would count as zero on the CPU."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    def forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    def backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+    formulas = {}
+    for name, formula in (("_scaled_dot_product_flash_attention_for_cpu", forward),
+                          ("_scaled_dot_product_flash_attention_for_cpu_backward", backward)):
+        op = getattr(torch.ops.aten, name, None)
+        if op is not None:
+            formulas[op] = formula
+    return formulas
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas())
     with counter:
         fn()
     return int(counter.get_total_flops())

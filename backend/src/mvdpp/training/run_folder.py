@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import BAD_INPUT, CHECKPOINT, MVDPPError
+from ..errors import BAD_INPUT, CHECKPOINT, OUTPUT_EXISTS, MVDPPError
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "training_state.json"
@@ -125,3 +125,11 @@ def resolve_pipeline_folder(path: str | Path) -> Path:
         f"{path} is neither a pipeline folder nor a training run with a checkpoint.",
         "Give the folder written by --export, a run folder (its latest checkpoint is used) or one of its checkpoints/step-* folders.",
     )
+
+
+def check_export_target(folder: str | Path) -> None:
+    """An export replaces an earlier export, never a folder that holds something else."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / "model_index.json").is_file())):
+        raise MVDPPError(OUTPUT_EXISTS, f"--export {folder} exists and is not a pipeline folder; it would be replaced.",
+                         "Choose a new folder, or the folder of an earlier export.")

@@ -101,6 +101,8 @@ class TrainSettings:
     #: objects per process in the device cache, and steps before it is re-rendered with new objects
     cache_objects: int = 1024
     cache_refresh_steps: int = 500
+    #: render the next epoch's objects in the background (worker processes) while training
+    cache_prefetch: bool = True
     num_workers: int = 0
     #: a folder of meshes (OBJ/GLB/GLTF/PLY) to train on instead of procedural objects
     assets: str | None = None
@@ -153,6 +155,10 @@ class TrainSettings:
             raise MVDPPError(BAD_INPUT, f"Unknown --device {self.device!r}.", "Use auto, cpu or cuda.")
         if self.init_from is not None and not Path(self.init_from).exists():
             raise MVDPPError(BAD_INPUT, f"--init-from folder {self.init_from} does not exist.", "Give a pipeline folder (--export output) or a run folder.")
+        if self.export:
+            from .run_folder import check_export_target
+
+            check_export_target(self.export)
         for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "max_steps"):
             if getattr(self, name) < 0:
                 raise MVDPPError(BAD_INPUT, f"--{name.replace('_', '-')} must not be negative.", "")

@@ -216,7 +216,7 @@ class Trainer:
                             seed=s.seed, rank=acc.process_index, world_size=acc.num_processes, start=self.state.data_position,
                             device=self.device, num_workers=s.num_workers, assets=s.assets, cache_objects=s.cache_objects,
                             cache_refresh_steps=s.cache_refresh_steps, log=self.print,
-                            vae=self.pipe.vae if self.stage.trains == "unet" else None)
+                            vae=self.pipe.vae if self.stage.trains == "unet" else None, cache_prefetch=s.cache_prefetch)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> TrainResult:
@@ -274,6 +274,8 @@ class Trainer:
         exported = None
         if s.export:
             exported = self.export(s.export)
+        if hasattr(data, "close"):
+            data.close()  # stops data-loader workers and a background cache prefetch
         if acc.is_main_process:
             self.run.log(kind="stop", step=self.state.step, stopped_by=stopped_by)
         self.print(f"stopped at step {self.state.step} ({stopped_by}); checkpoint {checkpoint}" + (f"; exported {exported}" if exported else ""))
