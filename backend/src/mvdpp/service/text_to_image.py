@@ -132,7 +132,7 @@ def load_text_to_image(model: str, device: str = "cpu", low_vram: bool = False):
     except Exception as exc:  # noqa: BLE001 - diffusers/hub raise many types; all mean "cannot load this"
         reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         if folder is None:
-            raise MVDPPError(errors.CHECKPOINT, f"The text-to-image model {model} could not be downloaded ({reason}).",
+            raise MVDPPError(errors.CHECKPOINT, f"The text-to-image model {model} could not be downloaded (nor found in the local cache: {reason}).",
                              "Check the hub id and your internet connection (Blender: allow online access), "
                              "or download the model once and pass its local folder instead.") from exc
         raise MVDPPError(errors.CHECKPOINT, f"The text-to-image model {folder} cannot be loaded ({reason}).",
