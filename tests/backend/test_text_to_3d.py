@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +21,9 @@ from mvdpp.cli import main
 from mvdpp.client import BackendError, BackendProcess
 from mvdpp.errors import JobCancelled, MVDPPError
 from mvdpp.result import read_result
-from tiny_t2i import build_tiny_text_to_image
+from tiny_t2i import FAKE_REMBG, build_tiny_text_to_image
 
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-
-FAKE_REMBG = textwrap.dedent(
-    """
-    # A stand-in for the rembg package: the object is a centred disc.
-    import numpy as np
-    from PIL import Image
-
-    def remove(image):
-        rgb = np.asarray(image.convert("RGB"))
-        h, w = rgb.shape[:2]
-        y, x = np.mgrid[:h, :w]
-        disc = ((y - h / 2) ** 2 + (x - w / 2) ** 2) < (0.3 * min(h, w)) ** 2
-        return Image.fromarray(np.dstack([rgb, (disc * 255).astype(np.uint8)]), "RGBA")
-    """
-)
-
 
 @pytest.fixture(scope="module")
 def tiny_t2i(tmp_path_factory) -> Path:

@@ -7,6 +7,7 @@ mvdpp.service.text_to_image runs against this: same classes as SD 1.x/2.x, toy s
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 
@@ -55,8 +56,26 @@ def build_tiny_text_to_image(folder: Path, seed: int = 0) -> Path:
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8),
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
         layers_per_block=1, norm_num_groups=4, sample_size=64)
-    scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    scheduler = EulerDiscreteScheduler(steps_offset=1, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+#: A stand-in for the optional rembg package (the input path's segmentation plug-in): random
+#: weights draw noise, so the tests that need an object cut out a centred disc.
+FAKE_REMBG = textwrap.dedent(
+    """
+    # A stand-in for the rembg package: the object is a centred disc.
+    import numpy as np
+    from PIL import Image
+
+    def remove(image):
+        rgb = np.asarray(image.convert("RGB"))
+        h, w = rgb.shape[:2]
+        y, x = np.mgrid[:h, :w]
+        disc = ((y - h / 2) ** 2 + (x - w / 2) ** 2) < (0.3 * min(h, w)) ** 2
+        return Image.fromarray(np.dstack([rgb, (disc * 255).astype(np.uint8)]), "RGBA")
+    """
+)
