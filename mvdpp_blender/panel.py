@@ -37,9 +37,9 @@ class MVDPP_PT_main(bpy.types.Panel):
 
         layout.row().prop(props, "source", expand=True)
         if props.source == "PROMPT":
-            self.draw_prompt(context, layout, props)
+            _draw_prompt(context, layout, props)
         else:
-            self.draw_images(layout, props)
+            _draw_images(layout, props)
 
         running = session.job is not None and not session.job.finished
         row = layout.row(align=True)
@@ -69,48 +69,6 @@ class MVDPP_PT_main(bpy.types.Panel):
             if status.last_hint:
                 for line in _wrap(status.last_hint, 48):
                     col.label(text=line)
-
-    def draw_prompt(self, context, layout, props):
-        from . import generation
-        from .preferences import get_preferences
-
-        layout.prop(props, "prompt", text="", icon="TEXT")
-        prefs = get_preferences(context)
-        model = prefs.t2i_model if prefs is not None else ""
-        row = layout.row()
-        row.label(text=f"Model: {model or '(not set)'}", icon="IMAGE_DATA")
-        op = row.operator("preferences.addon_show", text="", icon="PREFERENCES")
-        op.module = __package__
-        if model and generation.is_hub_id(model) and not bpy.app.online_access:
-            layout.label(text="Downloading it needs online access", icon="ERROR")
-        # the generated reference image, shown as soon as the backend made it (before the views)
-        image = bpy.data.images.get(context.window_manager.mvdpp_status.condition_image)
-        if image is not None:
-            preview = image.preview_ensure() if hasattr(image, "preview_ensure") else image.preview
-            if preview is not None:
-                layout.template_icon(icon_value=preview.icon_id, scale=6.0)
-
-    def draw_images(self, layout, props):
-        layout.label(text="Reference Images (first = front)")
-        row = layout.row()
-        row.template_list("MVDPP_UL_reference_images", "", props, "images", props, "active_image_index", rows=3)
-        buttons = row.column(align=True)
-        buttons.operator("mvdpp.add_image_files", icon="FILEBROWSER", text="")
-        buttons.operator("mvdpp.add_blend_image", icon="IMAGE_DATA", text="")
-        buttons.operator("mvdpp.add_selected_images", icon="RESTRICT_SELECT_OFF", text="")
-        buttons.separator()
-        buttons.operator("mvdpp.remove_image", icon="REMOVE", text="")
-        buttons.separator()
-        buttons.operator("mvdpp.move_image", icon="TRIA_UP", text="").direction = "UP"
-        buttons.operator("mvdpp.move_image", icon="TRIA_DOWN", text="").direction = "DOWN"
-        if 0 <= props.active_image_index < len(props.images):
-            image = props.images[props.active_image_index].image
-            if image is not None:
-                preview = image.preview_ensure() if hasattr(image, "preview_ensure") else image.preview
-                if preview is not None:
-                    layout.template_icon(icon_value=preview.icon_id, scale=6.0)
-        if len(props.images) > 10:
-            layout.label(text="At most 10 reference images are used", icon="ERROR")
 
 
 class MVDPP_PT_settings(bpy.types.Panel):
@@ -156,6 +114,49 @@ class MVDPP_PT_result(bpy.types.Panel):
         row.operator("mvdpp.view_result_camera", icon="VIEW_CAMERA")
         row.operator("mvdpp.show_all_views", text="", icon="HIDE_OFF")
         layout.operator("mvdpp.open_results_folder", icon="FILE_FOLDER")
+
+
+def _draw_prompt(context, layout, props):
+    from . import generation
+    from .preferences import get_preferences
+
+    layout.prop(props, "prompt", text="", icon="TEXT")
+    prefs = get_preferences(context)
+    model = prefs.t2i_model if prefs is not None else ""
+    row = layout.row()
+    row.label(text=f"Model: {model or '(not set)'}", icon="IMAGE_DATA")
+    op = row.operator("preferences.addon_show", text="", icon="PREFERENCES")
+    op.module = __package__
+    if model and generation.is_hub_id(model) and not bpy.app.online_access:
+        layout.label(text="Downloading it needs online access", icon="ERROR")
+    # the generated reference image, shown as soon as the backend made it (before the views)
+    image = bpy.data.images.get(context.window_manager.mvdpp_status.condition_image)
+    if image is not None:
+        preview = image.preview_ensure() if hasattr(image, "preview_ensure") else image.preview
+        if preview is not None:
+            layout.template_icon(icon_value=preview.icon_id, scale=6.0)
+
+def _draw_images(layout, props):
+    layout.label(text="Reference Images (first = front)")
+    row = layout.row()
+    row.template_list("MVDPP_UL_reference_images", "", props, "images", props, "active_image_index", rows=3)
+    buttons = row.column(align=True)
+    buttons.operator("mvdpp.add_image_files", icon="FILEBROWSER", text="")
+    buttons.operator("mvdpp.add_blend_image", icon="IMAGE_DATA", text="")
+    buttons.operator("mvdpp.add_selected_images", icon="RESTRICT_SELECT_OFF", text="")
+    buttons.separator()
+    buttons.operator("mvdpp.remove_image", icon="REMOVE", text="")
+    buttons.separator()
+    buttons.operator("mvdpp.move_image", icon="TRIA_UP", text="").direction = "UP"
+    buttons.operator("mvdpp.move_image", icon="TRIA_DOWN", text="").direction = "DOWN"
+    if 0 <= props.active_image_index < len(props.images):
+        image = props.images[props.active_image_index].image
+        if image is not None:
+            preview = image.preview_ensure() if hasattr(image, "preview_ensure") else image.preview
+            if preview is not None:
+                layout.template_icon(icon_value=preview.icon_id, scale=6.0)
+    if len(props.images) > 10:
+        layout.label(text="At most 10 reference images are used", icon="ERROR")
 
 
 def _wrap(text: str, width: int) -> list[str]:
