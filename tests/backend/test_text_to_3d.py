@@ -168,3 +168,36 @@ def test_server_generates_from_a_prompt_and_announces_the_condition_image(tiny_c
         assert backend.ping()["type"] == protocol.PONG
     finally:
         backend.stop()
+
+
+def test_generate_requests_with_a_prompt_are_validated():
+    from mvdpp.service.job import parse_generate_request
+
+    parsed = parse_generate_request({"type": "generate", "prompt": " a teapot ", "t2i_model": "org/model", "t2i_steps": 2,
+                                     "out": "/tmp/x", "seed": 1})
+    assert parsed.images == [] and parsed.text_to_image.prompt == "a teapot" and parsed.text_to_image.steps == 2
+    assert parsed.text_to_image.guidance is None  # the model's default
+    for request, expected in [
+        ({"prompt": "a teapot", "out": "/tmp/x"}, "needs a text-to-image model"),
+        ({"prompt": "", "t2i_model": "org/model", "out": "/tmp/x"}, "prompt is empty"),
+        ({"prompt": "a teapot", "t2i_model": "org/model", "t2i_steps": 0, "out": "/tmp/x"}, "steps must be"),
+        ({"images": ["/a.png"], "t2i_guidance": 1.0, "out": "/tmp/x"}, "needs a 'prompt'"),
+        ({"images": [], "out": "/tmp/x"}, "0 images given"),
+    ]:
+        with pytest.raises(MVDPPError, match=expected):
+            parse_generate_request({"type": "generate", **request})
+
+
+def test_cancel_while_making_the_image_leaves_nothing(tiny_checkpoint, tiny_t2i, tmp_path):
+    from mvdpp.service.job import GenerateSettings, load_pipeline, run_text_to_3d
+    from mvdpp.service.text_to_image import TextToImageSettings, load_text_to_image
+
+    pipe, _, _ = load_pipeline(tiny_checkpoint, "cpu")
+    t2i = load_text_to_image(str(tiny_t2i), "cpu")
+    seen = []
+    with pytest.raises(JobCancelled):
+        run_text_to_3d(pipe, t2i, TextToImageSettings("a teapot", str(tiny_t2i), steps=5), tmp_path / "out",
+                       GenerateSettings(steps=1, mesh=False), tmp_path / "staging",
+                       progress=lambda *args, **extra: seen.append(args), should_cancel=lambda: len(seen) >= 2)
+    assert seen[-1][0] == "text_to_image" and seen[-1][1] < 5  # stopped inside the text-to-image model
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "staging").glob("*.png"))
