@@ -19,9 +19,9 @@ def add_arguments(parser) -> None:
     text.add_argument("--t2i", metavar="MODEL",
                       help="diffusers text-to-image pipeline folder or hub id (e.g. stabilityai/sd-turbo; downloaded once)")
     text.add_argument("--t2i-steps", type=int, default=None,
-                      help="text-to-image steps (default: 1 for Turbo-style models, 30 otherwise)")
+                      help="text-to-image steps (default: 1 for Turbo-style models, else the pipeline's own, e.g. 50 for SD)")
     text.add_argument("--t2i-guidance", type=float, default=None,
-                      help="text-to-image guidance (default: 0 for Turbo-style models, 7.5 otherwise)")
+                      help="text-to-image guidance (default: 0 for Turbo-style models, else the pipeline's own, e.g. 7.5 for SD)")
     parser.add_argument("--out", required=True, metavar="DIR", help="result folder to create")
     parser.add_argument("--checkpoint", metavar="DIR", help="pipeline folder (default: the embedded model)")
     parser.add_argument("--steps", type=int, default=defaults.steps, help=f"denoising steps (default {defaults.steps})")

@@ -45,8 +45,8 @@ def _bad(message: str, hint: str) -> MVDPPError:
 class TextToImageSettings:
     prompt: str
     model: str
-    steps: int | None = None  # None: the model's default (few-step models 1-4, others 30)
-    guidance: float | None = None  # None: 0 for few-step models, 7.5 otherwise
+    steps: int | None = None  # None: the model's default (few-step models 1-4, others the pipeline's)
+    guidance: float | None = None  # None: 0 for few-step models, the pipeline's default otherwise
     seed: int | None = None  # None: the job's seed
 
     def validate(self) -> "TextToImageSettings":
@@ -156,12 +156,29 @@ def is_few_step_model(pipe, model: str) -> bool:
     return scheduler in FEW_STEP_SCHEDULERS or any(word in name for word in FEW_STEP_NAMES)
 
 
+def call_defaults(pipe) -> tuple[int, float]:
+    """The pipeline's own num_inference_steps and guidance_scale defaults (SD: 50 and 7.5, SDXL:
+    50 and 5.0, FLUX.1-dev: 28 and 3.5, ...), read from its __call__ signature."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(pipe.__call__).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+
+    def default(name, fallback):
+        value = parameters[name].default if name in parameters else inspect.Parameter.empty
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else fallback
+
+    return int(default("num_inference_steps", 30)), float(default("guidance_scale", 7.5))
+
+
 def default_steps_and_guidance(pipe, model: str) -> tuple[int, float]:
-    """Few-step (distilled) models: 1 step (4 for LCM), no guidance; others: 30 steps, guidance 7.5."""
+    """Few-step (distilled) models: 1 step (4 for LCM), no guidance; others: the pipeline's own defaults."""
     if is_few_step_model(pipe, model):
         steps = 4 if type(getattr(pipe, "scheduler", None)).__name__ in FEW_STEP_SCHEDULERS or "lcm" in model.lower() else 1
         return steps, 0.0
-    return 30, 7.5
+    return call_defaults(pipe)
 
 
 # ---------------------------------------------------------------------------------- generating
