@@ -3,6 +3,7 @@
 
     from bl_ext.user_default.mvdpp_blender import api     # "user_default": the repository it was installed to
     collection = api.generate(["/photos/front.jpg", "/photos/back.jpg"], steps=30, seed=1)
+    collection = api.generate(prompt="a red ceramic teapot", seed=1)   # text to 3D
     collection = api.import_result("/path/to/result_folder")
 
 ``generate`` blocks until the backend is done (it starts the backend on first use and keeps it
@@ -26,17 +27,25 @@ class Cancelled(GenerationError):
     """The generation was cancelled; the scene is unchanged."""
 
 
-def generate(image_paths, *, progress=None, should_cancel=None, timeout: float | None = None, context=None, **settings):
-    """Generate from 1-10 image files (the first defines azimuth 0) and import the result.
+def generate(image_paths=None, *, prompt: str | None = None, progress=None, should_cancel=None, timeout: float | None = None,
+             context=None, **settings):
+    """Generate from 1-10 image files (the first defines azimuth 0), or from a text ``prompt``
+    (the preferences' text-to-image model makes the reference image first), and import the result.
 
     Settings: steps, guidance, seed, scheduler ("dpm++", "ddim", "euler"), mesh_detail ("auto",
     "draft", "standard", "high"), import_views, import_mesh. ``progress(job)`` is called as events
     arrive (``job.stage``, ``job.step``, ``job.total``, ``job.eta_s``); ``should_cancel()``
-    returning True cancels. Returns the new collection.
+    returning True cancels. With a prompt, ``job.condition_image_name`` names the generated
+    image (in bpy.data.images) as soon as the backend made it; text-to-image settings: t2i_steps,
+    t2i_guidance. Returns the new collection.
     """
     context = context or bpy.context
-    paths = generation.check_paths(image_paths)
-    job = generation.start(paths, settings)
+    if prompt is not None:
+        if image_paths:
+            raise GenerationError("Give either image paths or a prompt, not both")
+        job = generation.start([], settings, prompt=prompt)
+    else:
+        job = generation.start(generation.check_paths(image_paths or []), settings)
     wait(job, progress=progress, should_cancel=should_cancel, timeout=timeout)
     if job.outcome == "cancelled":
         raise Cancelled("The generation was cancelled")

@@ -273,11 +273,12 @@ installer = Installer()
 
 
 #: The share of a whole job each stage family takes (for one overall progress bar).
-STAGE_SPANS = {"starting backend": (0.0, 0.0), "queued": (0.0, 0.0), "load_inputs": (0.0, 0.03), "denoise": (0.03, 0.75),
+STAGE_SPANS = {"starting backend": (0.0, 0.0), "queued": (0.0, 0.0), "text_to_image": (0.0, 0.0), "load_inputs": (0.0, 0.03), "denoise": (0.03, 0.75),
                "decode": (0.75, 0.8), "mesh": (0.8, 0.97), "write": (0.97, 1.0)}
 #: With a follow-up reconstruct request the views are saved before the mesh is built.
 TWO_PHASE_SPANS = dict(STAGE_SPANS, write=(0.8, 0.82), mesh=(0.82, 1.0))
 STAGE_LABELS = {"starting backend": "Starting the backend (loading the model)", "queued": "Queued",
+                "text_to_image": "Making the image from the prompt",
                 "load_inputs": "Preparing images", "denoise": "Generating views", "decode": "Decoding views",
                 "mesh": "Building the mesh", "write": "Saving"}
 
@@ -303,6 +304,9 @@ class GenerateJob:
         self.error_code = self.error_message = self.error_hint = ""
         self.cancel_requested_at: float | None = None
         self._fraction = 0.0
+        #: text to 3D: the generated reference image (a file of the backend) and its bpy.data.images name
+        self.condition_image: str | None = None
+        self.condition_image_name: str = ""
 
     @property
     def fraction(self) -> float:
@@ -507,6 +511,9 @@ class BackendSession:
             job.total = int(event.get("total", 0) or 0)
             eta = event.get("eta_s")
             job.eta_s = float(eta) if isinstance(eta, (int, float)) else None
+            if isinstance(event.get("condition_image"), str) and job.condition_image is None:
+                job.condition_image = event["condition_image"]
+                job.condition_image_name = load_condition_image(job.condition_image)
         elif kind == "result":
             if job.folder is None:
                 job.folder = event.get("folder")
@@ -524,6 +531,27 @@ class BackendSession:
         elif kind == "error":
             job._finish("error", event.get("code", ""), event.get("message", "The backend reported an error"), event.get("hint", ""))
             self.last_error, self.last_hint = job.error_message, job.error_hint
+
+
+CONDITION_IMAGE_NAME = "MVD++ Prompt Image"
+
+
+def load_condition_image(path: str) -> str:
+    """Load the image the text-to-image model made (packed: the backend's copy is temporary) so the
+    panel can show it while the views are made; returns its name ("" when it cannot be read)."""
+    old = bpy.data.images.get(CONDITION_IMAGE_NAME)
+    try:
+        image = bpy.data.images.load(path, check_existing=False)
+        image.pack()
+    except (RuntimeError, OSError) as exc:
+        print(f"MVD++: cannot show the generated image {path}: {exc}", file=sys.stderr)
+        return ""
+    if old is not None and old.users == 0:
+        bpy.data.images.remove(old)  # the previous prompt's image, unless the user kept it
+    image.name = CONDITION_IMAGE_NAME
+    if hasattr(image, "preview_ensure"):
+        image.preview_ensure()
+    return image.name
 
 
 def _backend_environment() -> dict:

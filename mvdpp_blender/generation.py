@@ -18,7 +18,11 @@ from .preferences import get_preferences
 MAX_REFERENCE_IMAGES = 10
 SETTING_KEYS = ("steps", "guidance", "seed", "scheduler", "mesh_detail", "import_views", "import_mesh")
 DEFAULT_SETTINGS = {"steps": 30, "guidance": 3.0, "seed": None, "scheduler": "auto", "mesh_detail": "auto",
-                    "import_views": True, "import_mesh": True}
+                    "import_views": True, "import_mesh": True,
+                    # text to 3D only; None: the text-to-image model's defaults (1 step, no guidance for Turbo models)
+                    "t2i_steps": None, "t2i_guidance": None}
+#: "owner/name": a Hugging Face hub id (the backend downloads it), not a local folder
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class GenerationError(Exception):
@@ -77,6 +81,29 @@ def check_paths(paths) -> list[str]:
     return paths
 
 
+def is_hub_id(model: str) -> bool:
+    """True when the text-to-image model is a hub id to download rather than a local folder."""
+    model = (model or "").strip()
+    return bool(model) and not Path(bpy.path.abspath(model)).expanduser().exists() and bool(HUB_ID.match(model))
+
+
+def prompt_fields(prompt: str, prefs) -> dict:
+    """The generate request's text-to-image keys; enforces Blender's online-access rule for hub ids."""
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise GenerationError("The prompt is empty", "Describe one object, e.g. 'a red ceramic teapot'")
+    model = (getattr(prefs, "t2i_model", "") or "").strip() if prefs is not None else ""
+    if not model:
+        raise GenerationError("No text-to-image model is set",
+                              "Set one in the MVD++ preferences: a diffusers pipeline folder or a hub id such as stabilityai/sd-turbo")
+    if is_hub_id(model):
+        if not bpy.app.online_access:
+            raise GenerationError(f"The text-to-image model {model} must be downloaded, but Blender's online access is off",
+                                  "Allow Online Access (Preferences > System > Network), or set the model to a local folder")
+        return {"prompt": prompt, "t2i_model": model}
+    return {"prompt": prompt, "t2i_model": bpy.path.abspath(model)}
+
+
 def new_result_folder(prefs, first_image: str) -> Path:
     base = backend_manager.results_dir(prefs)
     stem = _safe_name(Path(first_image).stem)[:40] or "result"
@@ -88,11 +115,12 @@ def new_result_folder(prefs, first_image: str) -> Path:
     return folder
 
 
-def build_requests(paths: list[str], out: Path, settings: dict) -> tuple[dict, dict | None]:
+def build_requests(paths: list[str], out: Path, settings: dict, prompt: dict | None = None) -> tuple[dict, dict | None]:
     """The protocol's generate request (mvdpp.protocol), plus a reconstruct request when the mesh
-    is wanted at a detail other than automatic (generate always reconstructs at "auto")."""
+    is wanted at a detail other than automatic (generate always reconstructs at "auto").
+    ``prompt``: the text-to-image keys (prompt_fields) instead of images."""
     request = {
-        "images": list(paths),
+        **({"images": list(paths)} if prompt is None else dict(prompt)),
         "out": str(out),
         "steps": int(settings["steps"]),
         "guidance": float(settings["guidance"]),
@@ -102,6 +130,10 @@ def build_requests(paths: list[str], out: Path, settings: dict) -> tuple[dict, d
         request["seed"] = int(settings["seed"])
     if settings.get("scheduler") not in (None, "auto"):  # "auto": the checkpoint's own sampler
         request["scheduler"] = str(settings["scheduler"])
+    if prompt is not None and settings.get("t2i_steps") is not None:
+        request["t2i_steps"] = int(settings["t2i_steps"])
+    if prompt is not None and settings.get("t2i_guidance") is not None:
+        request["t2i_guidance"] = float(settings["t2i_guidance"])
     reconstruct = None
     if settings["import_mesh"] and settings.get("mesh_detail", "auto") != "auto":
         request["mesh"] = False
@@ -109,18 +141,27 @@ def build_requests(paths: list[str], out: Path, settings: dict) -> tuple[dict, d
     return request, reconstruct
 
 
-def start(paths: list[str], settings: dict, prefs=None) -> backend_manager.GenerateJob:
-    """Submit a job to the (warm or starting) backend; raises GenerationError with the fix."""
+def start(paths: list[str], settings: dict, prefs=None, prompt: str | None = None) -> backend_manager.GenerateJob:
+    """Submit a job to the (warm or starting) backend; raises GenerationError with the fix.
+
+    With ``prompt`` (and no paths) the backend first makes the reference image with the
+    text-to-image model of the preferences; the panel shows it as soon as it exists."""
     prefs = prefs if prefs is not None else get_preferences()
     full = dict(DEFAULT_SETTINGS)
     unknown = set(settings) - set(DEFAULT_SETTINGS)
     if unknown:
-        raise GenerationError(f"Unknown setting(s): {', '.join(sorted(unknown))}", f"Use {', '.join(SETTING_KEYS)}")
+        raise GenerationError(f"Unknown setting(s): {', '.join(sorted(unknown))}",
+                              f"Use {', '.join(SETTING_KEYS + ('t2i_steps', 't2i_guidance'))}")
     full.update(settings)
-    out = new_result_folder(prefs, paths[0])
-    request, reconstruct = build_requests(paths, out, full)
+    fields = None
+    if prompt is not None:
+        if paths:
+            raise GenerationError("Give either reference images or a prompt, not both")
+        fields = prompt_fields(prompt, prefs)
+    out = new_result_folder(prefs, paths[0] if fields is None else fields["prompt"][:40])
+    request, reconstruct = build_requests(paths, out, full, fields)
     try:
-        return backend_manager.session.submit(prefs, request, settings=dict(full, images=list(paths)),
+        return backend_manager.session.submit(prefs, request, settings=dict(full, images=list(paths), prompt=prompt),
                                               reconstruct_request=reconstruct)
     except backend_manager.BackendUnavailable as exc:
         raise GenerationError(exc.message, exc.hint, exc.code) from exc
@@ -130,7 +171,11 @@ def import_job_result(context, job: backend_manager.GenerateJob):
     """Import a finished job's folder; returns the collection."""
     settings = job.settings
     # meta.json (written by the backend) holds the seed actually used and the full settings
-    extra = {"source_images": settings.get("images", []), "mesh_detail": settings.get("mesh_detail", "auto")}
+    extra = {"mesh_detail": settings.get("mesh_detail", "auto")}
+    if settings.get("images"):  # a prompt job's source is the generated image, recorded in meta.json
+        extra["source_images"] = settings["images"]
+    if settings.get("prompt"):
+        extra["prompt"] = settings["prompt"]
     try:
         return importer.import_result(
             context, job.folder, import_views=settings.get("import_views", True),
@@ -153,6 +198,8 @@ def sync_status(window_manager) -> None:
     if running:
         _assign(status, "progress", job.fraction)
         _assign(status, "status_text", job.status_text())
+    if job is not None and job.condition_image_name:
+        _assign(status, "condition_image", job.condition_image_name)
     if session.last_error:
         _assign(status, "last_error", session.last_error)
         _assign(status, "last_hint", session.last_hint)

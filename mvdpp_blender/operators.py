@@ -188,7 +188,7 @@ class MVDPP_OT_move_image(Operator):
 
 
 class MVDPP_OT_generate(Operator):
-    """Generate 32 views and a mesh from the reference images (runs in the background; Esc cancels)"""
+    """Generate 32 views and a mesh from the reference images or the prompt (runs in the background; Esc cancels)"""
 
     bl_idname = "mvdpp.generate"
     bl_label = "Generate"
@@ -207,7 +207,11 @@ class MVDPP_OT_generate(Operator):
 
     def _submit(self, context):
         try:
-            paths = generation.reference_paths([item.image for item in context.scene.mvdpp.images])
+            props = context.scene.mvdpp
+            if props.source == "PROMPT":
+                context.window_manager.mvdpp_status.condition_image = ""
+                return generation.start([], generation.scene_settings(context.scene), prompt=props.prompt)
+            paths = generation.reference_paths([item.image for item in props.images])
             return generation.start(paths, generation.scene_settings(context.scene))
         except generation.GenerationError as exc:
             generation.report_error(context.window_manager, exc.message, exc.hint)

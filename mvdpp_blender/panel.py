@@ -24,7 +24,7 @@ class MVDPP_UL_reference_images(bpy.types.UIList):
 
 class MVDPP_PT_main(bpy.types.Panel):
     bl_idname = "MVDPP_PT_main"
-    bl_label = "MVD++ Image to 3D"
+    bl_label = "MVD++ Image/Text to 3D"
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "MVD++"
@@ -35,26 +35,11 @@ class MVDPP_PT_main(bpy.types.Panel):
         status = context.window_manager.mvdpp_status
         session = backend_manager.session
 
-        layout.label(text="Reference Images (first = front)")
-        row = layout.row()
-        row.template_list("MVDPP_UL_reference_images", "", props, "images", props, "active_image_index", rows=3)
-        buttons = row.column(align=True)
-        buttons.operator("mvdpp.add_image_files", icon="FILEBROWSER", text="")
-        buttons.operator("mvdpp.add_blend_image", icon="IMAGE_DATA", text="")
-        buttons.operator("mvdpp.add_selected_images", icon="RESTRICT_SELECT_OFF", text="")
-        buttons.separator()
-        buttons.operator("mvdpp.remove_image", icon="REMOVE", text="")
-        buttons.separator()
-        buttons.operator("mvdpp.move_image", icon="TRIA_UP", text="").direction = "UP"
-        buttons.operator("mvdpp.move_image", icon="TRIA_DOWN", text="").direction = "DOWN"
-        if 0 <= props.active_image_index < len(props.images):
-            image = props.images[props.active_image_index].image
-            if image is not None:
-                preview = image.preview_ensure() if hasattr(image, "preview_ensure") else image.preview
-                if preview is not None:
-                    layout.template_icon(icon_value=preview.icon_id, scale=6.0)
-        if len(props.images) > 10:
-            layout.label(text="At most 10 reference images are used", icon="ERROR")
+        layout.row().prop(props, "source", expand=True)
+        if props.source == "PROMPT":
+            _draw_prompt(context, layout, props)
+        else:
+            _draw_images(layout, props)
 
         running = session.job is not None and not session.job.finished
         row = layout.row(align=True)
@@ -62,7 +47,7 @@ class MVDPP_PT_main(bpy.types.Panel):
         if running:
             row.operator("mvdpp.cancel", icon="CANCEL")
         else:
-            row.enabled = len(props.images) > 0
+            row.enabled = bool(props.prompt.strip()) if props.source == "PROMPT" else len(props.images) > 0
             row.operator("mvdpp.generate", icon="PLAY")
         if running:
             layout.progress(factor=session.job.fraction, type="BAR", text=session.job.status_text())
@@ -129,6 +114,49 @@ class MVDPP_PT_result(bpy.types.Panel):
         row.operator("mvdpp.view_result_camera", icon="VIEW_CAMERA")
         row.operator("mvdpp.show_all_views", text="", icon="HIDE_OFF")
         layout.operator("mvdpp.open_results_folder", icon="FILE_FOLDER")
+
+
+def _draw_prompt(context, layout, props):
+    from . import generation
+    from .preferences import get_preferences
+
+    layout.prop(props, "prompt", text="", icon="TEXT")
+    prefs = get_preferences(context)
+    model = prefs.t2i_model if prefs is not None else ""
+    row = layout.row()
+    row.label(text=f"Model: {model or '(not set)'}", icon="IMAGE_DATA")
+    op = row.operator("preferences.addon_show", text="", icon="PREFERENCES")
+    op.module = __package__
+    if model and generation.is_hub_id(model) and not bpy.app.online_access:
+        layout.label(text="Downloading it needs online access", icon="ERROR")
+    # the generated reference image, shown as soon as the backend made it (before the views)
+    image = bpy.data.images.get(context.window_manager.mvdpp_status.condition_image)
+    if image is not None:
+        preview = image.preview_ensure() if hasattr(image, "preview_ensure") else image.preview
+        if preview is not None:
+            layout.template_icon(icon_value=preview.icon_id, scale=6.0)
+
+def _draw_images(layout, props):
+    layout.label(text="Reference Images (first = front)")
+    row = layout.row()
+    row.template_list("MVDPP_UL_reference_images", "", props, "images", props, "active_image_index", rows=3)
+    buttons = row.column(align=True)
+    buttons.operator("mvdpp.add_image_files", icon="FILEBROWSER", text="")
+    buttons.operator("mvdpp.add_blend_image", icon="IMAGE_DATA", text="")
+    buttons.operator("mvdpp.add_selected_images", icon="RESTRICT_SELECT_OFF", text="")
+    buttons.separator()
+    buttons.operator("mvdpp.remove_image", icon="REMOVE", text="")
+    buttons.separator()
+    buttons.operator("mvdpp.move_image", icon="TRIA_UP", text="").direction = "UP"
+    buttons.operator("mvdpp.move_image", icon="TRIA_DOWN", text="").direction = "DOWN"
+    if 0 <= props.active_image_index < len(props.images):
+        image = props.images[props.active_image_index].image
+        if image is not None:
+            preview = image.preview_ensure() if hasattr(image, "preview_ensure") else image.preview
+            if preview is not None:
+                layout.template_icon(icon_value=preview.icon_id, scale=6.0)
+    if len(props.images) > 10:
+        layout.label(text="At most 10 reference images are used", icon="ERROR")
 
 
 def _wrap(text: str, width: int) -> list[str]:

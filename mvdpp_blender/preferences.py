@@ -58,6 +58,12 @@ class MVDPP_AddonPreferences(bpy.types.AddonPreferences):
         description="Trade speed for memory (offloads model parts, smaller batches): for GPUs with 4-8 GB",
         default=False,
     )
+    t2i_model: StringProperty(
+        name="Text-to-Image Model",
+        description=("For generating from a prompt: a diffusers text-to-image pipeline folder, or a Hugging Face "
+                     "hub id such as 'stabilityai/sd-turbo' (downloaded once; needs online access)"),
+        default="stabilityai/sd-turbo",
+    )
     results_folder: StringProperty(
         name="Results Folder",
         description="Where generated results are written; empty uses this extension's user folder",
@@ -108,6 +114,11 @@ class MVDPP_AddonPreferences(bpy.types.AddonPreferences):
         column.prop(self, "device")
         column.prop(self, "low_vram")
         column.prop(self, "results_folder")
+        column.prop(self, "t2i_model")
+        from .generation import is_hub_id
+
+        if is_hub_id(self.t2i_model) and not bpy.app.online_access:
+            column.label(text="A hub id needs online access (Preferences > System > Network), or use a folder", icon="INFO")
         layout.separator()
         row = layout.row()
         row.label(text=f"Backend: {backend_manager.session.state_label()}")

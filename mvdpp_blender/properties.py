@@ -33,6 +33,14 @@ class MVDPP_ReferenceImage(bpy.types.PropertyGroup):
 
 
 class MVDPP_SceneSettings(bpy.types.PropertyGroup):
+    source: EnumProperty(
+        name="Source",
+        description="What the views are generated from",
+        items=[("IMAGES", "Images", "Reference images of the object"),
+               ("PROMPT", "Text", "A text prompt: a text-to-image model (Preferences) makes the reference image first")],
+        default="IMAGES",
+    )
+    prompt: StringProperty(name="Prompt", description="Describe one object, e.g. 'a red ceramic teapot'", default="")
     images: CollectionProperty(type=MVDPP_ReferenceImage)
     active_image_index: IntProperty(name="Active Reference Image", default=0)
 
@@ -57,6 +65,8 @@ class MVDPP_Status(bpy.types.PropertyGroup):
     last_error: StringProperty(default="")
     last_hint: StringProperty(default="")
     last_result: StringProperty(default="", subtype="DIR_PATH")
+    #: the image the text-to-image model made for the running (or last) prompt job (a bpy.data.images name)
+    condition_image: StringProperty(default="")
 
 
 classes = (MVDPP_ReferenceImage, MVDPP_SceneSettings, MVDPP_Status)

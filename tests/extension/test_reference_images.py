@@ -45,8 +45,10 @@ DRAW_CHECK = textwrap.dedent(
             layout = Layout()
         pkg = "bl_ext.user_default.mvdpp_blender"
         panel = importlib.import_module(pkg + ".panel")
-        for cls in (panel.MVDPP_PT_main, panel.MVDPP_PT_settings, panel.MVDPP_PT_result):
-            cls.draw(Holder(), bpy.context)
+        for source in ("PROMPT", "IMAGES"):  # text to 3D mode and the reference image list
+            bpy.context.scene.mvdpp.source = source
+            for cls in (panel.MVDPP_PT_main, panel.MVDPP_PT_settings, panel.MVDPP_PT_result):
+                cls.draw(Holder(), bpy.context)
         prefs = bpy.context.preferences.addons[pkg].preferences
         for source in ("MANAGED", "CUSTOM"):
             prefs.backend_source = source

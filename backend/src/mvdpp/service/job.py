@@ -17,7 +17,9 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -88,6 +90,20 @@ class GenerateRequest:
     images: list[Path]
     out: Path
     settings: GenerateSettings
+    text_to_image: "TextToImageSettings | None" = None  # set: the condition image comes from a prompt
+
+
+@dataclass
+class PromptSource:
+    """A condition image made from a prompt: kept in the result folder, described in meta.json."""
+
+    image_path: Path  # the generated image as the text-to-image model made it (before masking/framing)
+    meta: dict  # prompt, model, steps, guidance, seed
+    seconds: float  # how long the text-to-image model took
+
+
+#: Request keys of a generate-from-prompt request -> TextToImageSettings fields
+PROMPT_KEYS = {"prompt": "prompt", "t2i_model": "model", "t2i_steps": "steps", "t2i_guidance": "guidance"}
 
 
 def _bad_request(message: str, hint: str = "") -> MVDPPError:
@@ -97,19 +113,32 @@ def _bad_request(message: str, hint: str = "") -> MVDPPError:
 def parse_generate_request(request: dict) -> GenerateRequest:
     """A protocol ``generate`` request -> validated paths and settings (MVDPPError otherwise)."""
     setting_names = {f.name for f in fields(GenerateSettings)}
-    unknown = set(request) - {"type", "id", "images", "out"} - setting_names
+    unknown = set(request) - {"type", "id", "images", "out"} - setting_names - set(PROMPT_KEYS)
     if unknown:
         raise _bad_request(f"Unknown generate setting(s): {', '.join(sorted(unknown))}.",
-                           f"Known settings: images, out, {', '.join(sorted(setting_names))}.")
-    images = request.get("images")
-    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
-        raise _bad_request("'images' must be a list of image paths.", "")
-    image_inputs.check_input_count(images)
+                           f"Known settings: images, out, {', '.join(sorted(setting_names | set(PROMPT_KEYS)))}.")
+    text_to_image = None
+    if "prompt" in request or "t2i_model" in request:
+        from .text_to_image import TextToImageSettings
+
+        if request.get("images"):
+            raise _bad_request("A generate request takes either 'images' or a 'prompt', not both.",
+                               "Leave out 'images' to generate the condition image from the prompt.")
+        text_to_image = TextToImageSettings(**{field: request.get(key) for key, field in PROMPT_KEYS.items()}).validate()
+        images = []
+    else:
+        for key in ("t2i_steps", "t2i_guidance"):
+            if key in request:
+                raise _bad_request(f"'{key}' needs a 'prompt' and a 't2i_model'.", "")
+        images = request.get("images")
+        if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
+            raise _bad_request("'images' must be a list of image paths (or give a 'prompt').", "")
+        image_inputs.check_input_count(images)
     out = request.get("out")
     if not isinstance(out, str) or not out:
         raise _bad_request("'out' must be the path of the result folder to create.", "")
     settings = GenerateSettings(**{k: request[k] for k in setting_names if k in request}).validate()
-    return GenerateRequest([Path(p) for p in images], Path(out), settings)
+    return GenerateRequest([Path(p) for p in images], Path(out), settings, text_to_image)
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -325,8 +354,13 @@ def run_generate(
     progress: Progress = _no_op_progress,
     should_cancel: ShouldCancel = _never,
     low_vram: bool = False,
+    prompt_source: PromptSource | None = None,
 ) -> Path:
-    """Run one generate job with a loaded pipeline; returns the result folder."""
+    """Run one generate job with a loaded pipeline; returns the result folder.
+
+    With ``prompt_source`` the single input image was made from a prompt (run_text_to_3d): the
+    generated image is kept as inputs/prompt_image.png and the prompt goes into meta.json.
+    """
     import numpy as np
     import torch
 
@@ -337,6 +371,8 @@ def run_generate(
     settings.validate()
     out = check_output_folder(out, settings.overwrite)
     timer = StageTimer()
+    if prompt_source is not None:
+        timer.seconds[TEXT_TO_IMAGE_STAGE] = round(prompt_source.seconds, 3)
     started = datetime.datetime.now(datetime.timezone.utc)
 
     with timer("load_inputs"):
@@ -405,6 +441,8 @@ def run_generate(
                     check_cancel()
                 for index, item in enumerate(inputs):
                     item.image.save(writer.path(result.input_filename(index)))
+                if prompt_source is not None:
+                    shutil.copyfile(prompt_source.image_path, writer.path(PROMPT_IMAGE_FILE))
                 writer.write_json(result.CAMERAS_FILE, result.cameras_document(cameras, views[0].size))
                 if mesh is not None:
                     from ..recon.export import save_mesh
@@ -420,12 +458,15 @@ def run_generate(
                     "seed": seed,
                     "checkpoint": str(checkpoint) if checkpoint is not None else None,
                     "inputs": [
-                        {"source": str(item.source.absolute()), "file": result.input_filename(index), "mask": item.mask_method}
+                        {"source": str(out / PROMPT_IMAGE_FILE) if prompt_source is not None else str(item.source.absolute()),
+                         "file": result.input_filename(index), "mask": item.mask_method}
                         for index, item in enumerate(inputs)
                     ],
                     "versions": versions(),
                     "timings": dict(timer.seconds),
                 }
+                if prompt_source is not None:
+                    meta["prompt"] = dict(prompt_source.meta, file=PROMPT_IMAGE_FILE)
                 if device == "cuda":
                     meta["gpu"] = torch.cuda.get_device_name()
                 writer.write_json(result.META_FILE, meta)
@@ -436,6 +477,59 @@ def run_generate(
             raise MVDPPError(errors.BAD_INPUT, f"Cannot write the result folder {out} ({exc.strerror or exc}).",
                              "Choose a folder you can write to with enough free space.") from exc
     return folder
+
+
+TEXT_TO_IMAGE_STAGE = "text_to_image"
+#: The text-to-image model's own image, next to the normalised input_00.png made from it.
+PROMPT_IMAGE_FILE = f"{result.INPUTS_DIR}/prompt_image.png"
+
+
+def run_text_to_3d(
+    pipe,
+    t2i_pipe,
+    t2i_settings,
+    out,
+    settings: GenerateSettings,
+    staging_dir: Path,
+    device: str = "cpu",
+    checkpoint: str | os.PathLike | None = None,
+    progress: Progress = _no_op_progress,
+    should_cancel: ShouldCancel = _never,
+    low_vram: bool = False,
+) -> Path:
+    """Prompt -> condition image (the text-to-image model) -> the usual generate job.
+
+    The generated image is written to ``staging_dir`` first and announced through
+    ``progress(TEXT_TO_IMAGE_STAGE, total, total, condition_image=path)`` so that a client can show
+    it while the views are made (the server forwards it in the progress event); the result folder
+    keeps a copy. The seed drives both models and is recorded once in meta.json.
+    """
+    from .text_to_image import full_prompt, generate_condition_image
+
+    settings = GenerateSettings(**asdict(settings)).validate()
+    t2i_settings.validate()
+    out = check_output_folder(out, settings.overwrite)
+    if settings.seed is None:
+        settings.seed = secrets.randbelow(2**31)
+    started = time.perf_counter()
+    with cancellation_points(t2i_pipe, should_cancel), translate_out_of_memory("generating the image from the prompt", low_vram):
+        image, steps, guidance = generate_condition_image(t2i_pipe, t2i_settings, settings.seed, progress, should_cancel)
+    seconds = time.perf_counter() - started
+    staging_dir = Path(staging_dir)
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    staged = staging_dir / f"prompt_image-{secrets.token_hex(4)}.png"
+    image.save(staged)
+    try:
+        progress(TEXT_TO_IMAGE_STAGE, steps, steps, condition_image=str(staged))
+    except TypeError:  # a plain (stage, step, total) callback
+        progress(TEXT_TO_IMAGE_STAGE, steps, steps)
+    if should_cancel():
+        raise JobCancelled()
+    meta = {"text": t2i_settings.prompt, "full_prompt": full_prompt(t2i_settings.prompt), "model": t2i_settings.model,
+            "steps": steps, "guidance": guidance, "seed": settings.seed}
+    return run_generate(pipe, [staged], out, settings, device=device, checkpoint=checkpoint, progress=progress,
+                        should_cancel=should_cancel, low_vram=low_vram,
+                        prompt_source=PromptSource(staged, meta, seconds))
 
 
 NO_OBJECT = "no_object"
@@ -460,6 +554,11 @@ class ModelJobs:
         self.checkpoint = checkpoint
         self.device = device
         self.low_vram = low_vram
+        #: the last text-to-image model used, kept loaded for the next prompt: (name, pipeline)
+        self._t2i: tuple[str, object] | None = None
+        #: generated condition images live here (the last job's only) until the server exits,
+        #: so a client can still read one after the job's result arrived
+        self._staging = tempfile.TemporaryDirectory(prefix="mvdpp-serve-")
 
     @classmethod
     def load(cls, checkpoint=None, device: str = "auto", low_vram: bool = False) -> "ModelJobs":
@@ -475,6 +574,24 @@ class ModelJobs:
 
     def generate(self, request: dict, progress: Progress, should_cancel: ShouldCancel) -> dict:
         parsed = parse_generate_request(request)
+        if parsed.text_to_image is not None:
+            from .text_to_image import load_text_to_image
+
+            check_output_folder(parsed.out, parsed.settings.overwrite)  # before a long model load
+            model = parsed.text_to_image.model
+            if self._t2i is None or self._t2i[0] != model:
+                self._t2i = None
+                _free_gpu_memory()
+                progress(TEXT_TO_IMAGE_STAGE, 0, 0)  # loading (or downloading) the model
+                with translate_out_of_memory("loading the text-to-image model", self.low_vram):
+                    self._t2i = (model, load_text_to_image(model, self.device, self.low_vram))
+            staging = Path(self._staging.name)
+            for old in staging.glob("prompt_image-*.png"):
+                old.unlink(missing_ok=True)
+            folder = run_text_to_3d(self.pipe, self._t2i[1], parsed.text_to_image, parsed.out, parsed.settings, staging,
+                                    device=self.device, checkpoint=self.checkpoint, progress=progress,
+                                    should_cancel=should_cancel, low_vram=self.low_vram)
+            return {"folder": str(folder)}
         folder = run_generate(self.pipe, parsed.images, parsed.out, parsed.settings, device=self.device,
                               checkpoint=self.checkpoint, progress=progress, should_cancel=should_cancel,
                               low_vram=self.low_vram)

@@ -34,7 +34,7 @@ NOT_RUNNING = "not_running"
 #: stage with thousands of small steps cannot flood the client.
 PROGRESS_INTERVAL_S = 0.05
 
-#: A job handler: (request, progress(stage, step, total), should_cancel()) -> result fields
+#: A job handler: (request, progress(stage, step, total, **extra), should_cancel()) -> result fields
 #: (e.g. {"folder": "..."}). It raises MVDPPError for users' errors and JobCancelled when
 #: should_cancel() turned true.
 JobHandler = Callable[[dict, Callable[[str, int, int], None], Callable[[], bool]], dict]
@@ -187,15 +187,16 @@ class Server:
 
         last_sent = {"stage": None, "at": 0.0}
 
-        def progress(stage: str, step: int, total: int) -> None:
+        def progress(stage: str, step: int, total: int, **extra) -> None:
+            # ``extra``: fields a client needs at once (e.g. "condition_image"); never throttled
             if self._cancel.is_set():
                 raise JobCancelled()
             update = clock.update(stage, step, total)
             now = time.monotonic()
-            if stage == last_sent["stage"] and step < total and now - last_sent["at"] < PROGRESS_INTERVAL_S:
+            if not extra and stage == last_sent["stage"] and step < total and now - last_sent["at"] < PROGRESS_INTERVAL_S:
                 return
             last_sent.update(stage=stage, at=now)
-            self.emit({"type": protocol.PROGRESS, "id": request_id, **update.as_event_fields()})
+            self.emit({"type": protocol.PROGRESS, "id": request_id, **update.as_event_fields(), **extra})
 
         try:
             # A job that returns has committed its result: a cancel arriving after that is too late.
