@@ -1,0 +1,149 @@
+"""evaluate(): the whole evaluation of one checkpoint on one evaluation set.
+
+Per object, in a fixed order with fixed seeds (reruns give the same figures): the ground-truth
+mesh is sampled once; the upper-bound mesh is reconstructed from the 32 ground-truth views; then
+for each number of inputs N: the model generates the 32 rig views from the first N input views
+(input 0 is at azimuth 0, so generated view i is comparable with ground-truth view i), the views
+are scored, a mesh is reconstructed from them and scored, and the inputs-only baseline mesh is
+reconstructed from the N input views and their cameras and scored.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import metrics
+from .baselines import MeshSettings, inputs_only, reconstruct_views, upper_bound
+from .evalset_reader import find_objects
+from .generation import generate_views, object_seed
+from .report import REPORT_FORMAT, compute_means, write_report
+from .scoring import SCORE_SIZE, MeshReference, failed_mesh_scores, score_mesh, score_views
+
+#: With a handful of views, a voxel seen as background by one of them must go: the hull's vote
+#: tolerance (meant for one corrupted mask among 32) would otherwise carve nothing at all.
+FEW_VIEWS_OVERRIDES = {"hull_tolerated_votes": 0}
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class EvalSettings:
+    input_counts: list[int] = field(default_factory=lambda: [1, 4])
+    steps: int = 30
+    guidance: float = 3.0
+    seed: int = 0
+    scheduler: str | None = None  # None: the checkpoint's own sampler
+    normalise_inputs: bool = False  # re-frame inputs as `mvdpp generate` frames user photos
+    mesh: MeshSettings = field(default_factory=MeshSettings)
+    surface_samples: int = metrics.DEFAULT_SURFACE_SAMPLES
+    iou_resolution: int = metrics.DEFAULT_IOU_RESOLUTION
+    fscore_threshold: float = metrics.DEFAULT_FSCORE_THRESHOLD
+    score_size: int = SCORE_SIZE
+    lpips: bool = True
+    sheet_objects: int = 4
+    sheet_tile: int = 96
+
+    def describe(self) -> dict:
+        return {
+            "input_counts": list(self.input_counts), "steps": self.steps, "guidance": self.guidance, "seed": self.seed,
+            "scheduler": self.scheduler, "normalise_inputs": self.normalise_inputs, "mesh_quality": self.mesh.quality,
+            "mesh_overrides": dict(self.mesh.overrides), "surface_samples": self.surface_samples,
+            "iou_resolution": self.iou_resolution, "fscore_threshold": self.fscore_threshold,
+            "score_size": self.score_size,
+        }
+
+
+def _mesh_record(attempt, reference: MeshReference, settings: EvalSettings) -> dict:
+    scores = (score_mesh(attempt.mesh, reference, settings.fscore_threshold) if attempt.mesh is not None
+              else failed_mesh_scores())
+    return {"mesh": scores, "mesh_error": attempt.error, "mesh_seconds": round(attempt.seconds, 3)}
+
+
+def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit: int | None = None,
+             checkpoint: str = "", device: str = "cpu", progress=_stderr) -> dict:
+    """Run the evaluation; writes report.json, report.md and contact_sheet_<N>in.png into ``out``
+    and returns the report dict (mvdpp.evaluation.report describes it)."""
+    from .contact_sheet import make_contact_sheet
+
+    settings = settings or EvalSettings()
+    started, clock = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    parameters, objects = find_objects(evalset_dir, limit, needed_inputs=max(settings.input_counts))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    few_view_mesh = MeshSettings(settings.mesh.quality, settings.mesh.device, {**settings.mesh.overrides, **FEW_VIEWS_OVERRIDES})
+    stage_seconds = {"generate": 0.0, "reconstruct": 0.0, "score": 0.0}
+    sheet_rows: dict[str, list[dict]] = {str(n): [] for n in settings.input_counts}
+    records = []
+    progress(f"mvdpp eval: {len(objects)} objects x inputs {settings.input_counts} from {evalset_dir} on {device}")
+    for number, obj in enumerate(objects, start=1):
+        object_clock = time.perf_counter()
+        t0 = time.perf_counter()
+        truth_views = obj.views()
+        reference = MeshReference.of(obj.mesh(), settings.surface_samples, settings.iou_resolution)
+        stage_seconds["score"] += time.perf_counter() - t0
+        attempt = upper_bound(obj, settings.mesh)
+        stage_seconds["reconstruct"] += attempt.seconds
+        t0 = time.perf_counter()
+        record = {"object_id": obj.object_id, "folder": obj.folder.name, "source": obj.source,
+                  "upper_bound": _mesh_record(attempt, reference, settings), "runs": {}}
+        stage_seconds["score"] += time.perf_counter() - t0
+        for count in settings.input_counts:
+            run_clock = time.perf_counter()
+            seed = object_seed(settings.seed, obj.object_id, count)
+            inputs = obj.inputs(count)
+            generated = generate_views(pipe, inputs, settings.steps, settings.guidance, seed, settings.scheduler,
+                                       settings.normalise_inputs)
+            stage_seconds["generate"] += time.perf_counter() - run_clock
+            t0 = time.perf_counter()
+            view_scores = score_views(generated, truth_views, settings.score_size, settings.lpips)
+            stage_seconds["score"] += time.perf_counter() - t0
+            generated_mesh = reconstruct_views(generated, obj.view_cameras, settings.mesh)
+            baseline_mesh = inputs_only(obj, count, few_view_mesh)
+            stage_seconds["reconstruct"] += generated_mesh.seconds + baseline_mesh.seconds
+            t0 = time.perf_counter()
+            run = {"seed": seed, "views": view_scores, **_mesh_record(generated_mesh, reference, settings),
+                   "inputs_only": _mesh_record(baseline_mesh, reference, settings)}
+            stage_seconds["score"] += time.perf_counter() - t0
+            run["seconds"] = round(time.perf_counter() - run_clock, 3)
+            record["runs"][str(count)] = run
+            if len(sheet_rows[str(count)]) < settings.sheet_objects:
+                sheet_rows[str(count)].append({"label": obj.folder.name, "inputs": inputs, "generated": generated,
+                                               "truth": truth_views})
+        records.append(record)
+        summary = ", ".join(
+            f"{n} in: PSNR {r['views']['psnr']:.2f} IoU {r['mesh']['iou']:.3f} (inputs only {r['inputs_only']['mesh']['iou']:.3f})"
+            for n, r in record["runs"].items())
+        progress(f"[{number}/{len(objects)}] {obj.folder.name}: upper bound IoU {record['upper_bound']['mesh']['iou']:.3f}; "
+                 f"{summary} ({time.perf_counter() - object_clock:.1f} s)")
+
+    sheets = {}
+    for count, rows in sheet_rows.items():
+        path = out / f"contact_sheet_{count}in.png"
+        make_contact_sheet(rows, settings.sheet_tile).save(path)
+        sheets[count] = path.name
+    notes = []
+    if settings.lpips and all(r["runs"][k]["views"]["lpips"] is None for r in records for k in r["runs"]):
+        notes.append(metrics.lpips_note or "LPIPS unavailable (install the lpips package and its weights)")
+    report = {
+        "format": REPORT_FORMAT, "version": 1, "created": started.isoformat(timespec="seconds"),
+        "evalset": str(evalset_dir), "evalset_parameters": parameters, "checkpoint": str(checkpoint), "device": device,
+        "settings": settings.describe(), "versions": _versions(),
+        "seconds": round(time.perf_counter() - clock, 1), "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+        "contact_sheets": sheets, "notes": notes, "objects": records,
+        "means": compute_means(records, settings.input_counts),
+    }
+    json_path, md_path = write_report(report, out)
+    progress(f"mvdpp eval: wrote {json_path}, {md_path} and {len(sheets)} contact sheet(s) in {report['seconds']:.0f} s")
+    return report
+
+
+def _versions() -> dict:
+    from ..service.job import versions
+
+    return versions()
