@@ -64,8 +64,11 @@ class MeshReference:
     @classmethod
     def of(cls, mesh, samples: int = metrics.DEFAULT_SURFACE_SAMPLES,
            iou_resolution: int = metrics.DEFAULT_IOU_RESOLUTION) -> "MeshReference":
-        # solid_*: procedural objects are overlapping closed parts; their buried faces are no surface
-        return cls(metrics.solid_surface_samples(mesh, samples, seed=0),
+        # solid_*: procedural objects are overlapping closed parts; their buried faces are no
+        # surface. Buried points are found on a grid 1.5x finer than the IoU grid (192 for the
+        # default 128, metrics' own default); quick runs with a coarse IoU grid save that time too.
+        buried_resolution = max(32, round(1.5 * iou_resolution))
+        return cls(metrics.solid_surface_samples(mesh, samples, seed=0, resolution=buried_resolution),
                    metrics.solid_occupancy(mesh, iou_resolution), samples, iou_resolution)
 
 
