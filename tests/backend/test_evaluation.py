@@ -55,6 +55,10 @@ def test_eval_reports_views_meshes_and_baselines(evalset, tiny_checkpoint, tmp_p
     # four true input views carve a real hull: better than nothing, worse than all 32 views
     inputs4 = means["runs"]["4"]["inputs_only"]
     assert 0.2 < inputs4["iou"] < means["upper_bound"]["iou"]
+    # one view: the reconstruction needs 4, so the baseline is the input's silhouette cone
+    inputs1 = means["runs"]["1"]["inputs_only"]
+    assert {o["runs"]["1"]["inputs_only"]["method"] for o in report["objects"]} == {"silhouette hull"}
+    assert inputs1["mesh_failures"] == 0 and 0.05 < inputs1["iou"] < means["upper_bound"]["iou"]
     assert (out / "report.md").read_text().count("\n| ") >= 5
 
     for count in ("1", "4"):

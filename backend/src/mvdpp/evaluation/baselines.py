@@ -2,7 +2,8 @@
 
 * upper bound: the reconstruction from the 32 ground-truth rig views (what a perfect model gives);
 * inputs only: the reconstruction from the input views and their true cameras alone (what you
-  get without the diffusion model).
+  get without the diffusion model); with fewer than 4 inputs, which the reconstruction does not
+  accept, the intersection of their silhouette cones (mvdpp.evaluation.silhouette_hull).
 
 A reconstruction that finds no object (empty masks, as a random model produces) is a failure
 recorded in the report, not an error that stops the run.
@@ -66,6 +67,30 @@ def upper_bound(obj, settings: MeshSettings) -> MeshAttempt:
     return reconstruct_views(obj.views(), obj.view_cameras, settings)
 
 
+#: The reconstruction needs this many views (mvdpp.recon.views); below it the baseline is the
+#: silhouette hull of the inputs (mvdpp.evaluation.silhouette_hull).
+RECONSTRUCTION_MIN_VIEWS = 4
+
+
 def inputs_only(obj, num_inputs: int, settings: MeshSettings) -> MeshAttempt:
     """The mesh from the first ``num_inputs`` input views and their cameras, no diffusion model."""
-    return reconstruct_views(obj.inputs(num_inputs), obj.input_cameras[:num_inputs], settings)
+    images, cameras = obj.inputs(num_inputs), obj.input_cameras[:num_inputs]
+    if num_inputs >= RECONSTRUCTION_MIN_VIEWS:
+        return reconstruct_views(images, cameras, settings)
+    return silhouette_baseline(images, cameras, settings)
+
+
+def silhouette_baseline(images, cameras, settings: MeshSettings) -> MeshAttempt:
+    import time
+
+    from ..recon.settings import resolve_quality
+    from .silhouette_hull import silhouette_hull
+
+    started = time.perf_counter()
+    device_type = "cuda" if settings.device == "cuda" else "cpu"
+    recon = resolve_quality(settings.quality, device_type).with_overrides(**settings.overrides)
+    try:
+        mesh = silhouette_hull(images, cameras, recon.grid_resolution, recon.box_half_size, recon.smoothing_iterations)
+    except MVDPPError as exc:  # no voxel left: the masks are empty
+        return MeshAttempt(None, exc.message, time.perf_counter() - started)
+    return MeshAttempt(mesh, None, time.perf_counter() - started)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import metrics
-from .baselines import MeshSettings, inputs_only, reconstruct_views, upper_bound
+from .baselines import RECONSTRUCTION_MIN_VIEWS, MeshSettings, inputs_only, reconstruct_views, upper_bound
 from .evalset_reader import find_objects
 from .generation import generate_views, object_seed
 from .report import REPORT_FORMAT, compute_means, write_report
@@ -107,8 +107,10 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
             baseline_mesh = inputs_only(obj, count, few_view_mesh)
             stage_seconds["reconstruct"] += generated_mesh.seconds + baseline_mesh.seconds
             t0 = time.perf_counter()
+            baseline_record = _mesh_record(baseline_mesh, reference, settings)
+            baseline_record["method"] = "reconstruction" if count >= RECONSTRUCTION_MIN_VIEWS else "silhouette hull"
             run = {"seed": seed, "views": view_scores, **_mesh_record(generated_mesh, reference, settings),
-                   "inputs_only": _mesh_record(baseline_mesh, reference, settings)}
+                   "inputs_only": baseline_record}
             stage_seconds["score"] += time.perf_counter() - t0
             run["seconds"] = round(time.perf_counter() - run_clock, 3)
             record["runs"][str(count)] = run
