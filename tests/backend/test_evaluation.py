@@ -15,7 +15,7 @@ from mvdpp.cli import main  # noqa: E402
 from mvdpp.evaluation.contact_sheet import sheet_size  # noqa: E402
 
 QUICK = ["--steps", "2", "--mesh-grid", "32", "--surface-samples", "3000", "--iou-resolution", "32", "--no-lpips",
-         "--device", "cpu", "--sheet-objects", "2"]
+         "--device", "cpu", "--sheet-objects", "2", "--workers", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +67,15 @@ def test_eval_reports_views_meshes_and_baselines(evalset, tiny_checkpoint, tmp_p
         with Image.open(sheet) as image:
             assert image.size == sheet_size(2, 96) == (9 * 96, 6 * 96)
 
-    # fixed seeds: one object alone reproduces its figures exactly
+    # fixed seeds: one object alone reproduces its figures exactly, scored in a worker process too
     again = tmp_path / "again"
     assert main(["eval", str(evalset), "--checkpoint", str(tiny_checkpoint), "--out", str(again), "--limit", "1",
-                 "--inputs", "1", *QUICK]) == 0
+                 "--inputs", "1", *QUICK, "--workers", "1"]) == 0
     first = json.loads((again / "report.json").read_text())["objects"][0]
     assert first["runs"]["1"]["views"] == report["objects"][0]["runs"]["1"]["views"]
     assert first["runs"]["1"]["seed"] == report["objects"][0]["runs"]["1"]["seed"]
     assert first["upper_bound"]["mesh"] == report["objects"][0]["upper_bound"]["mesh"]
+    assert first["runs"]["1"]["inputs_only"]["mesh"] == report["objects"][0]["runs"]["1"]["inputs_only"]["mesh"]
 
 
 def test_eval_refuses_bad_folders_checkpoints_and_input_counts(evalset, tiny_checkpoint, tmp_path, capsys):

@@ -33,6 +33,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--normalise-inputs", action="store_true",
                         help="re-frame the input renders as `mvdpp generate` frames user photos (default: feed them as rendered)")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS even when the lpips package is installed")
+    parser.add_argument("--workers", default="auto",
+                        help="processes scoring meshes and views beside the model (default auto: CPU cores - 4, at most 8; 0 = none)")
     parser.add_argument("--sheet-objects", type=int, default=4, help="objects per contact sheet (default 4)")
 
 
@@ -53,24 +55,40 @@ def _check_arguments(args) -> None:
         value = getattr(args, name)
         if value is not None and value < 8:
             raise bad(f"--{name.replace('_', '-')} {value} is too small", "leave it out for the default")
+    if args.workers != "auto" and (not str(args.workers).isdigit() or int(args.workers) > 64):
+        raise bad(f"--workers {args.workers} is not auto or a number of processes from 0 to 64", "e.g. --workers 8")
     if args.sheet_objects < 1:
         raise bad("--sheet-objects must be at least 1", "e.g. --sheet-objects 4")
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from ..evaluation.baselines import MeshSettings
     from ..evaluation.evalset_reader import find_objects
-    from ..evaluation.runner import EvalSettings, evaluate
-    from ..metrics import DEFAULT_IOU_RESOLUTION, DEFAULT_SURFACE_SAMPLES
 
     _check_arguments(args)
     input_counts = sorted(set(args.inputs))
     # A bad evaluation folder is reported before the (slow) model load.
     find_objects(args.evalset, args.limit, needed_inputs=max(input_counts))
 
+    import os
+
+    from ..evaluation.runner import scoring_pool
     from ..service.job import load_pipeline
+
+    workers = max(0, min(8, (os.cpu_count() or 1) - 4)) if args.workers == "auto" else int(args.workers)
+    pool = scoring_pool(workers)  # before the model loads: the forked workers carry no torch state
+    try:
+        return _evaluate(args, input_counts, pool, load_pipeline)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _evaluate(args, input_counts, pool, load_pipeline) -> int:
+    from pathlib import Path
+
+    from ..evaluation.baselines import MeshSettings
+    from ..evaluation.runner import EvalSettings, evaluate
+    from ..metrics import DEFAULT_IOU_RESOLUTION, DEFAULT_SURFACE_SAMPLES
 
     pipe, folder, device = load_pipeline(args.checkpoint, args.device)
     settings = EvalSettings(
@@ -82,6 +100,6 @@ def run(args) -> int:
         lpips=not args.no_lpips, sheet_objects=args.sheet_objects,
     )
     report = evaluate(Path(args.evalset), pipe, Path(args.out), settings, limit=args.limit, checkpoint=str(folder),
-                      device=device)
+                      device=device, pool=pool)
     print((Path(args.out) / "report.md").read_text(encoding="utf-8"), end="")
     return 0 if report["objects"] else 1

@@ -21,7 +21,7 @@ from .baselines import RECONSTRUCTION_MIN_VIEWS, MeshSettings, inputs_only, reco
 from .evalset_reader import find_objects
 from .generation import generate_views, object_seed
 from .report import REPORT_FORMAT, compute_means, write_report
-from .scoring import SCORE_SIZE, MeshReference, failed_mesh_scores, score_mesh, score_views
+from .scoring import SCORE_SIZE, score_object
 
 #: With a handful of views, a voxel seen as background by one of them must go: the hull's vote
 #: tolerance (meant for one corrupted mask among 32) would otherwise carve nothing at all.
@@ -59,16 +59,33 @@ class EvalSettings:
         }
 
 
-def _mesh_record(attempt, reference: MeshReference, settings: EvalSettings) -> dict:
-    scores = (score_mesh(attempt.mesh, reference, settings.fscore_threshold) if attempt.mesh is not None
-              else failed_mesh_scores())
-    return {"mesh": scores, "mesh_error": attempt.error, "mesh_seconds": round(attempt.seconds, 3)}
+def _mesh_record(attempt) -> dict:
+    return {"mesh": None, "mesh_error": attempt.error, "mesh_seconds": round(attempt.seconds, 3)}
+
+
+def _fill_scores(record: dict, scores: dict) -> None:
+    record["upper_bound"]["mesh"] = scores["meshes"]["upper_bound"]
+    for count, run in record["runs"].items():
+        run["views"] = scores["views"][count]
+        run["mesh"] = scores["meshes"][count]
+        run["inputs_only"]["mesh"] = scores["meshes"][f"{count}/inputs_only"]
+
+
+def _summary(record: dict) -> str:
+    runs = ", ".join(f"{n} in: PSNR {r['views']['psnr']:.2f} IoU {r['mesh']['iou']:.3f} "
+                     f"(inputs only {r['inputs_only']['mesh']['iou']:.3f})" for n, r in record["runs"].items())
+    return f"{record['folder']}: upper bound IoU {record['upper_bound']['mesh']['iou']:.3f}; {runs}"
 
 
 def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit: int | None = None,
-             checkpoint: str = "", device: str = "cpu", progress=_stderr) -> dict:
+             checkpoint: str = "", device: str = "cpu", progress=_stderr, pool=None) -> dict:
     """Run the evaluation; writes report.json, report.md and contact_sheet_<N>in.png into ``out``
-    and returns the report dict (mvdpp.evaluation.report describes it)."""
+    and returns the report dict (mvdpp.evaluation.report describes it).
+
+    pool: an optional concurrent.futures executor of worker processes; the scoring (CPU work:
+    surface sampling, voxel grids, SSIM) of one object then runs there while the next object is
+    generated and reconstructed. The figures are the same with and without it.
+    """
     from .contact_sheet import make_contact_sheet
 
     settings = settings or EvalSettings()
@@ -77,22 +94,37 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     few_view_mesh = MeshSettings(settings.mesh.quality, settings.mesh.device, {**settings.mesh.overrides, **FEW_VIEWS_OVERRIDES})
-    stage_seconds = {"generate": 0.0, "reconstruct": 0.0, "score": 0.0}
+    stage_seconds = {"generate": 0.0, "reconstruct": 0.0, "score_wait": 0.0}
     sheet_rows: dict[str, list[dict]] = {str(n): [] for n in settings.input_counts}
-    records = []
-    progress(f"mvdpp eval: {len(objects)} objects x inputs {settings.input_counts} from {evalset_dir} on {device}")
-    for number, obj in enumerate(objects, start=1):
-        object_clock = time.perf_counter()
-        t0 = time.perf_counter()
-        truth_views = obj.views()
-        reference = MeshReference.of(obj.mesh(), settings.surface_samples, settings.iou_resolution)
-        stage_seconds["score"] += time.perf_counter() - t0
+    records: list[dict] = []
+    pending: list = []  # (record, future) in object order
+    lpips_notes: set[str] = set()
+    scored = [0]
+
+    def collect(block_until: int) -> None:
+        """Fill in scores of finished objects, waiting while more than ``block_until`` are pending."""
+        while pending and (len(pending) > block_until or pending[0][1].done()):
+            record, future = pending.pop(0)
+            t0 = time.perf_counter()
+            scores = future.result()
+            stage_seconds["score_wait"] += time.perf_counter() - t0
+            _fill_scores(record, scores)
+            if scores["lpips_note"]:
+                lpips_notes.add(scores["lpips_note"])
+            scored[0] += 1
+            progress(f"[{scored[0]}/{len(objects)}] {_summary(record)}")
+
+    progress(f"mvdpp eval: {len(objects)} objects x inputs {settings.input_counts} from {evalset_dir} on {device}"
+             f"{f', scoring in {pool._max_workers} worker processes' if pool is not None else ''}")
+    for obj in objects:
         attempt = upper_bound(obj, settings.mesh)
         stage_seconds["reconstruct"] += attempt.seconds
-        t0 = time.perf_counter()
         record = {"object_id": obj.object_id, "folder": obj.folder.name, "source": obj.source,
-                  "upper_bound": _mesh_record(attempt, reference, settings), "runs": {}}
-        stage_seconds["score"] += time.perf_counter() - t0
+                  "upper_bound": _mesh_record(attempt), "runs": {}}
+        task = {"mesh_path": str(obj.mesh_path), "view_paths": [str(p) for p in obj.view_paths],
+                "meshes": {"upper_bound": attempt.mesh}, "views": {}, "samples": settings.surface_samples,
+                "iou_resolution": settings.iou_resolution, "fscore_threshold": settings.fscore_threshold,
+                "score_size": settings.score_size, "lpips": settings.lpips}
         for count in settings.input_counts:
             run_clock = time.perf_counter()
             seed = object_seed(settings.seed, obj.object_id, count)
@@ -100,29 +132,28 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
             generated = generate_views(pipe, inputs, settings.steps, settings.guidance, seed, settings.scheduler,
                                        settings.normalise_inputs)
             stage_seconds["generate"] += time.perf_counter() - run_clock
-            t0 = time.perf_counter()
-            view_scores = score_views(generated, truth_views, settings.score_size, settings.lpips)
-            stage_seconds["score"] += time.perf_counter() - t0
             generated_mesh = reconstruct_views(generated, obj.view_cameras, settings.mesh)
             baseline_mesh = inputs_only(obj, count, few_view_mesh)
             stage_seconds["reconstruct"] += generated_mesh.seconds + baseline_mesh.seconds
-            t0 = time.perf_counter()
-            baseline_record = _mesh_record(baseline_mesh, reference, settings)
-            baseline_record["method"] = "reconstruction" if count >= RECONSTRUCTION_MIN_VIEWS else "silhouette hull"
-            run = {"seed": seed, "views": view_scores, **_mesh_record(generated_mesh, reference, settings),
-                   "inputs_only": baseline_record}
-            stage_seconds["score"] += time.perf_counter() - t0
-            run["seconds"] = round(time.perf_counter() - run_clock, 3)
-            record["runs"][str(count)] = run
-            if len(sheet_rows[str(count)]) < settings.sheet_objects:
-                sheet_rows[str(count)].append({"label": obj.folder.name, "inputs": inputs, "generated": generated,
-                                               "truth": truth_views})
+            key = str(count)
+            task["meshes"][key], task["meshes"][f"{key}/inputs_only"] = generated_mesh.mesh, baseline_mesh.mesh
+            task["views"][key] = generated
+            baseline = _mesh_record(baseline_mesh)
+            baseline["method"] = "reconstruction" if count >= RECONSTRUCTION_MIN_VIEWS else "silhouette hull"
+            record["runs"][key] = {"seed": seed, "views": None, **_mesh_record(generated_mesh), "inputs_only": baseline,
+                                   "seconds": round(time.perf_counter() - run_clock, 3)}
+            if len(sheet_rows[key]) < settings.sheet_objects:
+                sheet_rows[key].append({"label": obj.folder.name, "inputs": inputs, "generated": generated,
+                                        "truth": obj.views()})
         records.append(record)
-        summary = ", ".join(
-            f"{n} in: PSNR {r['views']['psnr']:.2f} IoU {r['mesh']['iou']:.3f} (inputs only {r['inputs_only']['mesh']['iou']:.3f})"
-            for n, r in record["runs"].items())
-        progress(f"[{number}/{len(objects)}] {obj.folder.name}: upper bound IoU {record['upper_bound']['mesh']['iou']:.3f}; "
-                 f"{summary} ({time.perf_counter() - object_clock:.1f} s)")
+        if pool is None:
+            t0 = time.perf_counter()
+            pending.append((record, _Done(score_object(task))))
+            stage_seconds["score_wait"] += time.perf_counter() - t0
+        else:
+            pending.append((record, pool.submit(score_object, task)))
+        collect(block_until=2 * pool._max_workers if pool is not None else 0)  # bounded memory
+    collect(block_until=0)
 
     sheets = {}
     for count, rows in sheet_rows.items():
@@ -131,7 +162,7 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
         sheets[count] = path.name
     notes = []
     if settings.lpips and all(r["runs"][k]["views"]["lpips"] is None for r in records for k in r["runs"]):
-        notes.append(metrics.lpips_note or "LPIPS unavailable (install the lpips package and its weights)")
+        notes.append(next(iter(sorted(lpips_notes)), "LPIPS unavailable (install the lpips package and its weights)"))
     report = {
         "format": REPORT_FORMAT, "version": 1, "created": started.isoformat(timespec="seconds"),
         "evalset": str(evalset_dir), "evalset_parameters": parameters, "checkpoint": str(checkpoint), "device": device,
@@ -143,6 +174,37 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
     json_path, md_path = write_report(report, out)
     progress(f"mvdpp eval: wrote {json_path}, {md_path} and {len(sheets)} contact sheet(s) in {report['seconds']:.0f} s")
     return report
+
+
+class _Done:
+    """A finished result with the Future interface collect() uses (scoring without workers)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def done(self) -> bool:
+        return True
+
+    def result(self):
+        return self.value
+
+
+def scoring_pool(workers: int):
+    """A pool of ``workers`` scoring processes (None for 0), started now: create it before the
+    model is loaded so the forked workers carry no torch threads or CUDA state."""
+    if workers <= 0:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    for future in [pool.submit(_warm_up) for _ in range(workers)]:
+        future.result()
+    return pool
+
+
+def _warm_up() -> None:
+    from . import scoring  # noqa: F401 - import the scoring stack once per worker
 
 
 def _versions() -> dict:

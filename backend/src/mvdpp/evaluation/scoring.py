@@ -95,3 +95,22 @@ def score_mesh(mesh, reference: MeshReference, fscore_threshold: float = metrics
 def failed_mesh_scores() -> dict:
     """A reconstruction that found no object: nothing overlaps the truth; no distance exists."""
     return {"chamfer": None, "fscore": 0.0, "iou": 0.0}
+
+
+def score_object(task: dict) -> dict:
+    """All scores of one object (runs in a worker process when the run has workers).
+
+    task: "mesh_path" (ground truth), "view_paths" (its 32 views), "meshes" {key: trimesh or
+    None}, "views" {key: 32 generated RGBA arrays}, and the settings "samples",
+    "iou_resolution", "fscore_threshold", "score_size", "lpips". Returns {"meshes": {key:
+    scores}, "views": {key: scores}, "lpips_note": str}.
+    """
+    from ..data.assets import load_asset
+    from .evalset_reader import read_rgba
+
+    reference = MeshReference.of(load_asset(task["mesh_path"], normalise=False), task["samples"], task["iou_resolution"])
+    meshes = {key: score_mesh(mesh, reference, task["fscore_threshold"]) if mesh is not None else failed_mesh_scores()
+              for key, mesh in task["meshes"].items()}
+    truth = [read_rgba(path) for path in task["view_paths"]] if task["views"] else []
+    views = {key: score_views(generated, truth, task["score_size"], task["lpips"]) for key, generated in task["views"].items()}
+    return {"meshes": meshes, "views": views, "lpips_note": metrics.lpips_note}
