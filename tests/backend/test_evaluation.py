@@ -18,6 +18,17 @@ QUICK = ["--steps", "2", "--mesh-grid", "32", "--surface-samples", "3000", "--io
          "--device", "cpu", "--sheet-objects", "2", "--workers", "0"]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Two torch threads on the shared 2-core machine spin at several times the CPU cost."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def evalset(tmp_path_factory):
     out = tmp_path_factory.mktemp("evalset") / "set"
