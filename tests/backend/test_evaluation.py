@@ -89,6 +89,25 @@ def test_eval_reports_views_meshes_and_baselines(evalset, tiny_checkpoint, tmp_p
     assert first["runs"]["1"]["inputs_only"]["mesh"] == report["objects"][0]["runs"]["1"]["inputs_only"]["mesh"]
 
 
+def test_an_interrupted_eval_resumes_with_the_finished_objects(evalset, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "report"
+    quick = [*QUICK, "--inputs", "4", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    assert main(["eval", str(evalset), "--limit", "1", *quick]) == 0
+    first = json.loads((out / "report.json").read_text())["objects"][0]
+    capsys.readouterr()
+    assert main(["eval", str(evalset), *quick]) == 0  # the whole set: object 0 is kept, object 1 evaluated
+    err = capsys.readouterr().err
+    assert "object_0000000000" in err.split("kept from an earlier run")[0].splitlines()[-1]
+    assert err.count("kept from an earlier run") == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["objects"][0] == first and len(report["objects"]) == 2
+    with Image.open(out / "contact_sheet_4in.png") as image:
+        assert image.size == sheet_size(2, 96)
+    # other settings: nothing is reused
+    assert main(["eval", str(evalset), *quick, "--steps", "1", "--limit", "1"]) == 0
+    assert "kept from an earlier run" not in capsys.readouterr().err
+
+
 def test_eval_refuses_bad_folders_checkpoints_and_input_counts(evalset, tiny_checkpoint, tmp_path, capsys):
     def error_of(argv):
         assert main(argv) == 2

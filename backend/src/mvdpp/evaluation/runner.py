@@ -20,6 +20,8 @@ from .. import metrics
 from .baselines import RECONSTRUCTION_MIN_VIEWS, MeshSettings, inputs_only, reconstruct_views, upper_bound
 from .evalset_reader import find_objects
 from .generation import generate_views, object_seed
+from .contact_sheet import SHEET_VIEWS
+from .resume import ObjectStore, checkpoint_fingerprint
 from .report import REPORT_FORMAT, compute_means, write_report
 from .scoring import SCORE_SIZE, score_object
 
@@ -98,6 +100,8 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
     sheet_rows: dict[str, list[dict]] = {str(n): [] for n in settings.input_counts}
     records: list[dict] = []
     pending: list = []  # (record, future) in object order
+    store = ObjectStore(out, {"settings": settings.describe(), "evalset": parameters,
+                              "checkpoint": checkpoint_fingerprint(checkpoint), "evaluation_version": 1})
     lpips_notes: set[str] = set()
     scored = [0]
 
@@ -109,6 +113,7 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
             scores = future.result()
             stage_seconds["score_wait"] += time.perf_counter() - t0
             _fill_scores(record, scores)
+            store.save(record)
             if scores["lpips_note"]:
                 lpips_notes.add(scores["lpips_note"])
             scored[0] += 1
@@ -117,6 +122,17 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
     progress(f"mvdpp eval: {len(objects)} objects x inputs {settings.input_counts} from {evalset_dir} on {device}"
              f"{f', scoring in {pool._max_workers} worker processes' if pool is not None else ''}")
     for obj in objects:
+        cached = store.load(obj.folder.name)
+        if cached is not None:
+            records.append(cached)
+            for key, rows in sheet_rows.items():
+                views = store.load_sheet_views(obj.folder.name, int(key), SHEET_VIEWS)
+                if len(rows) < settings.sheet_objects and views is not None:
+                    rows.append({"label": obj.folder.name, "inputs": obj.inputs(int(key)), "generated": views,
+                                 "truth": obj.views()})
+            scored[0] += 1
+            progress(f"[{scored[0]}/{len(objects)}] {_summary(cached)} (kept from an earlier run)")
+            continue
         attempt = upper_bound(obj, settings.mesh)
         stage_seconds["reconstruct"] += attempt.seconds
         record = {"object_id": obj.object_id, "folder": obj.folder.name, "source": obj.source,
@@ -143,7 +159,9 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
             record["runs"][key] = {"seed": seed, "views": None, **_mesh_record(generated_mesh), "inputs_only": baseline,
                                    "seconds": round(time.perf_counter() - run_clock, 3)}
             if len(sheet_rows[key]) < settings.sheet_objects:
-                sheet_rows[key].append({"label": obj.folder.name, "inputs": inputs, "generated": generated,
+                sheet_views = {i: generated[i] for i in SHEET_VIEWS}
+                store.save_sheet_views(obj.folder.name, count, sheet_views)
+                sheet_rows[key].append({"label": obj.folder.name, "inputs": inputs, "generated": sheet_views,
                                         "truth": obj.views()})
         records.append(record)
         if pool is None:
