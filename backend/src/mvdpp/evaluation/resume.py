@@ -1,8 +1,8 @@
 """Per-object records kept in the report folder, so an interrupted evaluation resumes.
 
 Each finished object is written to ``REPORT_DIR/objects/<folder>.json`` (atomically) together
-with the run's key: the settings, the evaluation set and a fingerprint of the checkpoint's
-weight files. A rerun with the same key reuses those records and evaluates only the rest; any
+with the run's key: the settings, the evaluation set and a hash of the checkpoint's weight
+and config files. A rerun with the same key reuses those records and evaluates only the rest; any
 other key recomputes everything. The contact sheets' generated views are kept beside them
 (``REPORT_DIR/sheet_views/``) so a resumed run draws the same sheets.
 """
@@ -20,14 +20,22 @@ OBJECTS_DIR = "objects"
 SHEET_VIEWS_DIR = "sheet_views"
 
 
-def checkpoint_fingerprint(checkpoint) -> list:
-    """(relative path, size, mtime) of every weight and config file: a retrained checkpoint in the
-    same folder gets a new key."""
+def checkpoint_fingerprint(checkpoint) -> str:
+    """SHA-256 over the checkpoint's weight and config files (names and contents): a retrained
+    checkpoint in the same folder gets a new key; a copy of the same one (carried to another
+    machine, new file times) keeps it."""
+    import hashlib
+
     folder = Path(checkpoint) if checkpoint else None
     if folder is None or not folder.is_dir():
-        return []
-    return sorted([str(p.relative_to(folder)), p.stat().st_size, int(p.stat().st_mtime)]
-                  for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json"))
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")):
+        digest.update(str(path.relative_to(folder)).encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 class ObjectStore:
