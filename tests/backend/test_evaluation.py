@@ -89,11 +89,12 @@ def test_eval_reports_views_meshes_and_baselines(evalset, tiny_checkpoint, tmp_p
     assert first["runs"]["1"]["inputs_only"]["mesh"] == report["objects"][0]["runs"]["1"]["inputs_only"]["mesh"]
 
 
-def test_an_interrupted_eval_resumes_with_the_finished_objects(evalset, tiny_checkpoint, tmp_path, capsys):
+def test_shards_and_interrupted_runs_resume_from_the_finished_objects(evalset, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "report"
     quick = [*QUICK, "--inputs", "4", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
-    assert main(["eval", str(evalset), "--limit", "1", *quick]) == 0
-    first = json.loads((out / "report.json").read_text())["objects"][0]
+    assert main(["eval", str(evalset), "--shard", "1/2", *quick]) == 0  # object 0 only, no report files
+    assert not (out / "report.json").exists()
+    first = json.loads((out / "objects" / "object_0000000000.json").read_text())["record"]
     capsys.readouterr()
     assert main(["eval", str(evalset), *quick]) == 0  # the whole set: object 0 is kept, object 1 evaluated
     err = capsys.readouterr().err

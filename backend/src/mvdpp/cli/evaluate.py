@@ -35,6 +35,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS even when the lpips package is installed")
     parser.add_argument("--workers", default="auto",
                         help="processes scoring meshes and views beside the model (default auto: CPU cores - 4, at most 8; 0 = none)")
+    parser.add_argument("--shard", default="1/1", metavar="K/N",
+                        help="evaluate only the K-th of N interleaved parts into --out (no report files); "
+                             "a final run without --shard writes the whole report from their records")
     parser.add_argument("--sheet-objects", type=int, default=4, help="objects per contact sheet (default 4)")
 
 
@@ -64,7 +67,10 @@ def _check_arguments(args) -> None:
 def run(args) -> int:
     from ..evaluation.evalset_reader import find_objects
 
+    from ..data.evalset import parse_shard
+
     _check_arguments(args)
+    shard = parse_shard(args.shard)
     input_counts = sorted(set(args.inputs))
     # A bad evaluation folder is reported before the (slow) model load.
     find_objects(args.evalset, args.limit, needed_inputs=max(input_counts))
@@ -77,16 +83,17 @@ def run(args) -> int:
     workers = max(0, min(8, (os.cpu_count() or 1) - 4)) if args.workers == "auto" else int(args.workers)
     pool = scoring_pool(workers)  # before the model loads: the forked workers carry no torch state
     try:
-        return _evaluate(args, input_counts, pool, load_pipeline)
+        return _evaluate(args, input_counts, pool, load_pipeline, shard)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
 
-def _evaluate(args, input_counts, pool, load_pipeline) -> int:
+def _evaluate(args, input_counts, pool, load_pipeline, shard) -> int:
     from pathlib import Path
 
     from ..evaluation.baselines import MeshSettings
+    from ..evaluation.report import markdown_table
     from ..evaluation.runner import EvalSettings, evaluate
     from ..metrics import DEFAULT_IOU_RESOLUTION, DEFAULT_SURFACE_SAMPLES
 
@@ -100,6 +107,6 @@ def _evaluate(args, input_counts, pool, load_pipeline) -> int:
         lpips=not args.no_lpips, sheet_objects=args.sheet_objects,
     )
     report = evaluate(Path(args.evalset), pipe, Path(args.out), settings, limit=args.limit, checkpoint=str(folder),
-                      device=device, pool=pool)
-    print((Path(args.out) / "report.md").read_text(encoding="utf-8"), end="")
+                      device=device, pool=pool, shard=shard)
+    print(markdown_table(report), end="")
     return 0 if report["objects"] else 1

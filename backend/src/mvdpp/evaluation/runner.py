@@ -80,19 +80,27 @@ def _summary(record: dict) -> str:
 
 
 def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit: int | None = None,
-             checkpoint: str = "", device: str = "cpu", progress=_stderr, pool=None) -> dict:
+             checkpoint: str = "", device: str = "cpu", progress=_stderr, pool=None, shard: tuple[int, int] = (1, 1)) -> dict:
     """Run the evaluation; writes report.json, report.md and contact_sheet_<N>in.png into ``out``
     and returns the report dict (mvdpp.evaluation.report describes it).
 
     pool: an optional concurrent.futures executor of worker processes; the scoring (CPU work:
     surface sampling, voxel grids, SSIM) of one object then runs there while the next object is
     generated and reconstructed. The figures are the same with and without it.
+
+    shard (K, N): evaluate only every N-th object from the K-th, keeping their records in
+    ``out/objects`` but writing no report files; several shards can share one ``out`` (e.g. one
+    process each on a GPU), and a final unsharded run with the same settings reuses all their
+    records and writes the report of the whole set.
     """
     from .contact_sheet import make_contact_sheet
 
     settings = settings or EvalSettings()
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     parameters, objects = find_objects(evalset_dir, limit, needed_inputs=max(settings.input_counts))
+    k, n = shard
+    objects = objects[k - 1 :: n]
+    sharded = n > 1
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     few_view_mesh = MeshSettings(settings.mesh.quality, settings.mesh.device, {**settings.mesh.overrides, **FEW_VIEWS_OVERRIDES})
@@ -174,7 +182,7 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
     collect(block_until=0)
 
     sheets = {}
-    for count, rows in sheet_rows.items():
+    for count, rows in ([] if sharded else sheet_rows.items()):
         path = out / f"contact_sheet_{count}in.png"
         make_contact_sheet(rows, settings.sheet_tile).save(path)
         sheets[count] = path.name
@@ -186,11 +194,15 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
         "evalset": str(evalset_dir), "evalset_parameters": parameters, "checkpoint": str(checkpoint), "device": device,
         "settings": settings.describe(), "versions": _versions(),
         "seconds": round(time.perf_counter() - clock, 1), "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
-        "contact_sheets": sheets, "notes": notes, "objects": records,
+        "shard": f"{k}/{n}", "contact_sheets": sheets, "notes": notes, "objects": records,
         "means": compute_means(records, settings.input_counts),
     }
-    json_path, md_path = write_report(report, out)
-    progress(f"mvdpp eval: wrote {json_path}, {md_path} and {len(sheets)} contact sheet(s) in {report['seconds']:.0f} s")
+    if sharded:
+        progress(f"mvdpp eval: shard {k}/{n}: {len(records)} objects kept in {out / 'objects'} in {report['seconds']:.0f} s; "
+                 "rerun without --shard (same settings) for the report of the whole set")
+    else:
+        json_path, md_path = write_report(report, out)
+        progress(f"mvdpp eval: wrote {json_path}, {md_path} and {len(sheets)} contact sheet(s) in {report['seconds']:.0f} s")
     return report
 
 
