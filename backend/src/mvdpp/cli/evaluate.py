@@ -101,7 +101,9 @@ def _evaluate(args, input_counts, pool, load_pipeline, shard) -> int:
     settings = EvalSettings(
         input_counts=input_counts, steps=args.steps, guidance=args.guidance, seed=args.seed, scheduler=args.scheduler,
         normalise_inputs=args.normalise_inputs,
-        mesh=MeshSettings(args.mesh_quality, device, {"grid_resolution": args.mesh_grid} if args.mesh_grid else {}),
+        # "auto" resolved here so that the report (and the resume key) name the quality used
+        mesh=MeshSettings(args.mesh_quality if args.mesh_quality != "auto" else ("standard" if device == "cuda" else "draft"),
+                          device, {"grid_resolution": args.mesh_grid} if args.mesh_grid else {}),
         surface_samples=args.surface_samples or DEFAULT_SURFACE_SAMPLES,
         iou_resolution=args.iou_resolution or DEFAULT_IOU_RESOLUTION,
         lpips=not args.no_lpips, sheet_objects=args.sheet_objects,

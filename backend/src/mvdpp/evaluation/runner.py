@@ -125,7 +125,7 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
             if scores["lpips_note"]:
                 lpips_notes.add(scores["lpips_note"])
             scored[0] += 1
-            progress(f"[{scored[0]}/{len(objects)}] {_summary(record)}")
+            progress(f"[{scored[0]}/{len(objects)}] {_summary(record)} ({time.perf_counter() - clock:.0f} s)")
 
     progress(f"mvdpp eval: {len(objects)} objects x inputs {settings.input_counts} from {evalset_dir} on {device}"
              f"{f', scoring in {pool._max_workers} worker processes' if pool is not None else ''}")
