@@ -105,7 +105,7 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
     out.mkdir(parents=True, exist_ok=True)
     few_view_mesh = MeshSettings(settings.mesh.quality, settings.mesh.device, {**settings.mesh.overrides, **FEW_VIEWS_OVERRIDES})
     stage_seconds = {"generate": 0.0, "reconstruct": 0.0, "score_wait": 0.0}
-    sheet_rows: dict[str, list[dict]] = {str(n): [] for n in settings.input_counts}
+    sheet_rows: dict[str, list[dict]] = {str(count): [] for count in settings.input_counts}
     records: list[dict] = []
     pending: list = []  # (record, future) in object order
     store = ObjectStore(out, {"settings": settings.describe(), "evalset": parameters,
