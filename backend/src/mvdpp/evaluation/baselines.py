@@ -70,6 +70,7 @@ def upper_bound(obj, settings: MeshSettings) -> MeshAttempt:
 #: The reconstruction needs this many views (mvdpp.recon.views); below it the baseline is the
 #: silhouette hull of the inputs (mvdpp.evaluation.silhouette_hull).
 RECONSTRUCTION_MIN_VIEWS = 4
+SILHOUETTE_MAX_GRID = 161
 
 
 def inputs_only(obj, num_inputs: int, settings: MeshSettings) -> MeshAttempt:
@@ -90,7 +91,10 @@ def silhouette_baseline(images, cameras, settings: MeshSettings) -> MeshAttempt:
     device_type = "cuda" if settings.device == "cuda" else "cpu"
     recon = resolve_quality(settings.quality, device_type).with_overrides(**settings.overrides)
     try:
-        mesh = silhouette_hull(images, cameras, recon.grid_resolution, recon.box_half_size, recon.smoothing_iterations)
+        # A silhouette cone has no fine detail to resolve and this runs on the CPU in the main
+        # process: a grid finer than the 128^3 IoU grid would only cost time.
+        resolution = min(recon.grid_resolution, SILHOUETTE_MAX_GRID)
+        mesh = silhouette_hull(images, cameras, resolution, recon.box_half_size, recon.smoothing_iterations)
     except MVDPPError as exc:  # no voxel left: the masks are empty
         return MeshAttempt(None, exc.message, time.perf_counter() - started)
     return MeshAttempt(mesh, None, time.perf_counter() - started)
