@@ -1,0 +1,124 @@
+"""`mvdpp eval`: report structure, baselines ordering, contact sheets, fixed seeds, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("trimesh")
+pytest.importorskip("moderngl")
+from PIL import Image  # noqa: E402
+
+from mvdpp.cli import main  # noqa: E402
+from mvdpp.evaluation.contact_sheet import sheet_size  # noqa: E402
+
+QUICK = ["--steps", "2", "--mesh-grid", "32", "--surface-samples", "3000", "--iou-resolution", "32", "--no-lpips",
+         "--device", "cpu", "--sheet-objects", "2", "--workers", "0"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Two torch threads on the shared 2-core machine spin at several times the CPU cost."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def evalset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evalset") / "set"
+    assert main(["make-evalset", str(out), "--count", "2", "--size", "64", "--inputs", "4", "--detail", "0.08",
+                 "--quiet"]) == 0
+    return out
+
+
+def test_eval_reports_views_meshes_and_baselines(evalset, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["eval", str(evalset), "--checkpoint", str(tiny_checkpoint), "--out", str(out), *QUICK]) == 0
+    captured = capsys.readouterr()
+    assert "[2/2] object_" in captured.err  # progress on stderr
+    assert "| MVD++ (generated views) | 4 |" in captured.out  # the markdown table on stdout
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["format"] == "mvdpp-eval-report" and report["settings"]["input_counts"] == [1, 4]
+    assert [o["folder"] for o in report["objects"]] == ["object_0000000000", "object_0000000001"]
+    for obj in report["objects"]:
+        assert set(obj["runs"]) == {"1", "4"}
+        for run in obj["runs"].values():
+            assert 0 < run["views"]["psnr"] < 100 and -1 <= run["views"]["ssim"] <= 1
+            assert set(run["mesh"]) == {"chamfer", "fscore", "iou"}
+            assert set(run["inputs_only"]["mesh"]) == {"chamfer", "fscore", "iou"}
+        # the upper bound (ground-truth views) reconstructs the object closely
+        assert obj["upper_bound"]["mesh_error"] is None and obj["upper_bound"]["mesh"]["iou"] > 0.5
+    means = report["means"]
+    assert means["upper_bound"]["objects"] == 2
+    for count in ("1", "4"):
+        generated = means["runs"][count]["generated"]
+        # a random model's views are noise: far worse geometry than the ground-truth views give
+        assert generated["iou"] < means["upper_bound"]["iou"] - 0.3
+        assert generated["fscore"] < means["upper_bound"]["fscore"]
+        assert generated["psnr"] is not None and generated["ssim"] is not None
+    # four true input views carve a real hull: better than nothing, worse than all 32 views
+    inputs4 = means["runs"]["4"]["inputs_only"]
+    assert 0.2 < inputs4["iou"] < means["upper_bound"]["iou"]
+    # one view: the reconstruction needs 4, so the baseline is the input's silhouette cone
+    inputs1 = means["runs"]["1"]["inputs_only"]
+    assert {o["runs"]["1"]["inputs_only"]["method"] for o in report["objects"]} == {"silhouette hull"}
+    assert inputs1["mesh_failures"] == 0 and 0.05 < inputs1["iou"] < means["upper_bound"]["iou"]
+    assert (out / "report.md").read_text().count("\n| ") >= 5
+
+    for count in ("1", "4"):
+        sheet = out / f"contact_sheet_{count}in.png"
+        assert report["contact_sheets"][count] == sheet.name
+        with Image.open(sheet) as image:
+            assert image.size == sheet_size(2, 96) == (9 * 96, 6 * 96)
+
+    # fixed seeds: one object alone reproduces its figures exactly, scored in a worker process too
+    again = tmp_path / "again"
+    assert main(["eval", str(evalset), "--checkpoint", str(tiny_checkpoint), "--out", str(again), "--limit", "1",
+                 "--inputs", "1", *QUICK, "--workers", "1"]) == 0
+    first = json.loads((again / "report.json").read_text())["objects"][0]
+    assert first["runs"]["1"]["views"] == report["objects"][0]["runs"]["1"]["views"]
+    assert first["runs"]["1"]["seed"] == report["objects"][0]["runs"]["1"]["seed"]
+    assert first["upper_bound"]["mesh"] == report["objects"][0]["upper_bound"]["mesh"]
+    assert first["runs"]["1"]["inputs_only"]["mesh"] == report["objects"][0]["runs"]["1"]["inputs_only"]["mesh"]
+
+
+def test_shards_and_interrupted_runs_resume_from_the_finished_objects(evalset, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "report"
+    quick = [*QUICK, "--inputs", "4", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    assert main(["eval", str(evalset), "--shard", "1/2", *quick]) == 0  # object 0 only, no report files
+    assert not (out / "report.json").exists()
+    first = json.loads((out / "objects" / "object_0000000000.json").read_text())["record"]
+    capsys.readouterr()
+    assert main(["eval", str(evalset), *quick]) == 0  # the whole set: object 0 is kept, object 1 evaluated
+    err = capsys.readouterr().err
+    assert "object_0000000000" in err.split("kept from an earlier run")[0].splitlines()[-1]
+    assert err.count("kept from an earlier run") == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["objects"][0] == first and len(report["objects"]) == 2
+    with Image.open(out / "contact_sheet_4in.png") as image:
+        assert image.size == sheet_size(2, 96)
+    # other settings: nothing is reused
+    assert main(["eval", str(evalset), *quick, "--steps", "1", "--limit", "1"]) == 0
+    assert "kept from an earlier run" not in capsys.readouterr().err
+
+
+def test_eval_refuses_bad_folders_checkpoints_and_input_counts(evalset, tiny_checkpoint, tmp_path, capsys):
+    def error_of(argv):
+        assert main(argv) == 2
+        return capsys.readouterr().err
+
+    assert "does not exist" in error_of(["eval", str(tmp_path / "missing"), "--checkpoint", str(tiny_checkpoint)])
+    (tmp_path / "empty").mkdir()
+    assert "evalset.json is missing" in error_of(["eval", str(tmp_path / "empty"), "--checkpoint", str(tiny_checkpoint)])
+    err = error_of(["eval", str(evalset), "--checkpoint", str(tiny_checkpoint), "--inputs", "6"])
+    assert "6 were asked for" in err and "--inputs 6" in err
+    assert "1 to 10" in error_of(["eval", str(evalset), "--inputs", "11"])
+    assert "model_index.json is missing" in error_of(["eval", str(evalset), "--checkpoint", str(tmp_path / "empty"),
+                                                      "--out", str(tmp_path / "r")])
