@@ -9,22 +9,30 @@ Requests (client -> server)::
     {"type": "ping", "id": "1"}
     {"type": "generate", "id": "2", "images": ["/a.png", ...], "out": "/results/x",
      "steps": 30, "guidance": 3.0, "seed": 0, "scheduler": "dpm++", "mesh": true,
-     "overwrite": false}                       # every key but images/out is optional
-    {"type": "reconstruct", "id": "3", "views_dir": "/results/x", "out": "/results/x/mesh.glb"}
+     "mesh_quality": "auto", "overwrite": false}   # every key but images/out is optional
+    {"type": "generate", "id": "2b", "prompt": "a red teapot", "t2i_model": "stabilityai/sd-turbo",
+     "t2i_steps": 1, "t2i_guidance": 0.0, "out": "/results/y"}   # text to 3D: prompt instead of images
+    {"type": "reconstruct", "id": "3", "views_dir": "/results/x", "out": "/results/x/mesh.glb",
+     "quality": "auto", "overwrite": false}
     {"type": "cancel", "id": "4"}            # cancels the running job, whatever its id
     {"type": "shutdown", "id": "5"}
 
 Events (server -> client)::
 
-    {"type": "ready", "protocol": 1, "version": "0.1.0", "device": "cuda", "checkpoint": "..."}
-    {"type": "pong", "id": "1"}
+    {"type": "ready", "protocol": 1, "version": "0.1.0", "device": "cuda", "checkpoint": "...",
+     "low_vram": false, "resolution": 256}
+    {"type": "pong", "id": "1", "busy": false}
     {"type": "progress", "id": "2", "stage": "denoise", "step": 3, "total": 30,
      "elapsed_s": 1.2, "eta_s": 10.8}
-    {"type": "result", "id": "2", "folder": "/results/x"}
+    {"type": "progress", "id": "2b", "stage": "text_to_image", "step": 1, "total": 1,
+     "condition_image": "/tmp/.../prompt_image.png"}   # the generated input, before the views
+    {"type": "result", "id": "2", "folder": "/results/x", "elapsed_s": 41.0}
+    {"type": "result", "id": "3", "mesh": "/results/x/mesh.glb"}
     {"type": "cancelled", "id": "2"}
     {"type": "error", "id": "2", "code": "bad_input", "message": "...", "hint": "..."}
     {"type": "bye", "id": "5"}
 
+docs/protocol.md is the full reference (every key, error code and the order of events).
 Standard library only: the Blender extension imports this module.
 """
 
