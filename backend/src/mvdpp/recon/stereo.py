@@ -20,17 +20,14 @@ from .views import ViewSet
 
 NEIGHBOURS = 6
 KEEP_BEST = 3
-HYPOTHESES = 56
+HYPOTHESES = 48
 WINDOW = 5
 #: Mean colour difference (0-1) by which a deeper surface must beat the hull's to be believed.
 MIN_GAIN = 0.04
 #: ... and must itself be a good match (mean colour difference below this).
 MAX_MATCH_COST = 0.08
-#: Hypotheses this close behind the hull's entry still count as the hull's surface (~1 px).
-NEAR_HULL = 0.008
-#: Of the hypotheses, this many lie within FINE_DEPTH of the hull's entry (hulls bulge by a few cm).
-FINE_HYPOTHESES = 28
-FINE_DEPTH = 0.1
+#: Hypotheses this many grid nodes behind the hull's entry still count as the hull's surface.
+NEAR_HULL_NODES = 3
 #: Stereo works on images at most this size (a 256 px view is halved: cost and noise).
 MAX_SIZE = 128
 
@@ -86,11 +83,7 @@ def stereo_depths(views: ViewSet, grid: Grid, hull: torch.Tensor, view_weights: 
         last = march - 1 - torch.argmax(occ.flip(1).int(), 1)
         t_in = t.gather(1, first[:, None])[:, 0]
         t_out = t.gather(1, last[:, None])[:, 0]
-        # fine steps just behind the hull's surface (where hulls bulge), coarse ones deeper
-        span = (t_out - t_in).clamp_min(0)[:, None]
-        fine = torch.linspace(0, 1, FINE_HYPOTHESES, device=device) * torch.minimum(span, torch.full_like(span, FINE_DEPTH))
-        coarse = torch.linspace(0, 1, HYPOTHESES - FINE_HYPOTHESES + 1, device=device)[1:] * span
-        hyp = t_in[:, None] + torch.sort(torch.cat([fine, torch.maximum(coarse, fine[:, -1:])], 1), 1).values
+        hyp = t_in[:, None] + (t_out - t_in).clamp_min(0)[:, None] * torch.linspace(0, 1, HYPOTHESES, device=device)
         pts = origin[:, None, :] + hyp[..., None] * dirs[:, None, :]           # (P, K, 3)
         ref = rgb[v][:, ys[fg], xs[fg]].T                                      # (P, 3)
         costs = []
@@ -119,7 +112,7 @@ def stereo_depths(views: ViewSet, grid: Grid, hull: torch.Tensor, view_weights: 
         cost = (volume / count.clamp_min(1e-6)).view(HYPOTHESES, -1)[:, fg].T
         # The hull's surface is only as exact as the masks: any hypothesis within a few nodes of
         # the entry counts as "the hull is right there".
-        near_hull = hyp <= t_in[:, None] + NEAR_HULL
+        near_hull = hyp <= t_in[:, None] + NEAR_HULL_NODES * grid.spacing
         hull_cost = torch.where(near_hull, cost, torch.full_like(cost, float("inf"))).amin(1)
         deeper_cost = torch.where(near_hull, torch.full_like(cost, float("inf")), cost)
         best = deeper_cost.argmin(1)
