@@ -100,6 +100,15 @@ def _part_labels(mesh) -> np.ndarray:
     return trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
 
 
+def _enclosing_parts(labels: np.ndarray):
+    """(label, face indices) of the parts that can enclose a volume (4 faces or more)."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    for faces in np.split(order, bounds):
+        if len(faces) >= 4:
+            yield int(labels[faces[0]]), faces
+
+
 def solid_surface_samples(mesh, count: int = DEFAULT_SURFACE_SAMPLES, seed: int = 0,
                           resolution: int = 192) -> np.ndarray:
     """``count`` points on the boundary of the solid a mesh encloses.
@@ -117,10 +126,10 @@ def solid_surface_samples(mesh, count: int = DEFAULT_SURFACE_SAMPLES, seed: int 
     rng_seed = seed
     kept: list[np.ndarray] = []
     have = 0
-    interiors = []
-    for label in range(labels.max() + 1):
-        part = mesh.submesh([np.nonzero(labels == label)[0]], append=True)
-        interiors.append(binary_erosion(voxelize(part, resolution), iterations=1))
+    interiors = {}
+    for label, faces in _enclosing_parts(labels):
+        part = mesh.submesh([faces], append=True)
+        interiors[label] = binary_erosion(voxelize(part, resolution), iterations=1)
     face_part = labels
     while have < count:
         points, faces = _sample_with_faces(mesh, 2 * count, rng_seed)
@@ -128,7 +137,7 @@ def solid_surface_samples(mesh, count: int = DEFAULT_SURFACE_SAMPLES, seed: int 
         pitch = 2.0 * IOU_BOX_HALF / resolution
         idx = np.clip(np.floor((points + IOU_BOX_HALF) / pitch).astype(int), 0, resolution - 1)
         buried = np.zeros(len(points), dtype=bool)
-        for label, interior in enumerate(interiors):
+        for label, interior in interiors.items():
             other = face_part[faces] != label
             buried |= other & interior[idx[:, 0], idx[:, 1], idx[:, 2]]
         kept.append(points[~buried])
@@ -187,8 +196,8 @@ def solid_occupancy(mesh, resolution: int = DEFAULT_IOU_RESOLUTION, half_size: f
     if labels.max(initial=0) == 0:
         return voxelize(mesh, resolution, half_size)
     occupied = np.zeros((resolution,) * 3, dtype=bool)
-    for label in range(labels.max() + 1):
-        occupied |= voxelize(mesh.submesh([np.nonzero(labels == label)[0]], append=True), resolution, half_size)
+    for _, faces in _enclosing_parts(labels):
+        occupied |= voxelize(mesh.submesh([faces], append=True), resolution, half_size)
     return occupied
 
 

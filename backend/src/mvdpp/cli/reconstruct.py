@@ -13,6 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quality", default="auto", choices=["auto", "draft", "standard", "high"],
                         help="grid size and effort (auto: standard on a GPU, draft on the CPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="grid nodes per side, overriding the quality's (16k + 1 is fastest, e.g. 161, 257)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
@@ -25,7 +27,7 @@ def run(args) -> int:
 
     timings: dict = {}
     mesh = reconstruct_folder(args.views_dir, args.out, quality=args.quality, device=args.device,
-                              progress=progress, timings=timings)
+                              progress=progress, timings=timings, grid_resolution=args.resolution)
     if not args.quiet:
         print(file=sys.stderr)
         print(f"wrote {args.out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "

@@ -8,8 +8,9 @@ import trimesh
 from ..errors import BAD_INPUT, MVDPPError
 from .grid import Grid
 
-#: Connected pieces smaller than this share of the faces are floaters, not parts of the object.
-MIN_COMPONENT_SHARE = 0.005
+#: Connected pieces with fewer faces than this are debris (of carving), not parts of the object;
+#: small real parts (a knob, a stub of wire) have more at any preset's grid.
+MIN_COMPONENT_FACES = 40
 
 
 def extract_mesh(field: np.ndarray, grid: Grid, level: float, smoothing_iterations: int = 8) -> trimesh.Trimesh:
@@ -39,6 +40,5 @@ def drop_floaters(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     parts = mesh.split(only_watertight=False)
     if len(parts) <= 1:
         return mesh
-    total = sum(len(p.faces) for p in parts)
-    keep = [p for p in parts if len(p.faces) >= MIN_COMPONENT_SHARE * total]
+    keep = [p for p in parts if len(p.faces) >= MIN_COMPONENT_FACES] or [max(parts, key=lambda p: len(p.faces))]
     return trimesh.util.concatenate(keep) if len(keep) > 1 else keep[0]

@@ -73,7 +73,10 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
         report("stereo", 0, 1)
         depths, _ = stereo_depths(views, grid, field, view_weights, check_cancel=check_cancel)
         # carve_field is > 0 in empty space; marching cubes wants inside above the level
-        field = -carve_field(views, grid, depths, view_weights, settings.hull_tolerated_votes, check_cancel=check_cancel)
+        carved = carve_field(views, grid, depths, view_weights, settings.hull_tolerated_votes,
+                             solid=field >= 0.5, check_cancel=check_cancel)
+        # inside = hull AND not carved; both as signed fields with the surface at 0
+        field = torch.minimum(field - 0.5, -0.5 * carved)
         level = 0.0
         report("stereo", 1, 1)
         timings["stereo_s"] = time.perf_counter() - t0

@@ -14,7 +14,7 @@ QUALITIES = ("draft", "standard", "high")
 
 @dataclass(frozen=True)
 class ReconSettings:
-    #: Voxels per side of the grid that spans the object box.
+    #: Nodes per side of the grid that spans the object box; 16k + 1 lets the hull work as an octree.
     grid_resolution: int
     #: Carve concavities by multi-view stereo inside the hull (False = visual hull only).
     stereo: bool = True
@@ -27,13 +27,23 @@ class ReconSettings:
     box_half_size: float = 0.53
 
     def with_overrides(self, **overrides) -> "ReconSettings":
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        from ..errors import BAD_INPUT, MVDPPError
+
+        unknown = sorted(set(overrides) - set(self.__dataclass_fields__))
+        if unknown:
+            raise MVDPPError(BAD_INPUT, f"unknown reconstruction setting(s): {', '.join(unknown)}",
+                             f"use fields of ReconSettings: {', '.join(self.__dataclass_fields__)}")
+        settings = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        if not 16 <= settings.grid_resolution <= 1025:
+            raise MVDPPError(BAD_INPUT, f"grid resolution {settings.grid_resolution} is out of range",
+                             "use 16 to 1025 nodes per side (e.g. 161 on the CPU, 257 on a GPU)")
+        return settings
 
 
 PRESETS: dict[str, ReconSettings] = {
-    "draft": ReconSettings(grid_resolution=96),
-    "standard": ReconSettings(grid_resolution=160),
-    "high": ReconSettings(grid_resolution=256),
+    "draft": ReconSettings(grid_resolution=161),
+    "standard": ReconSettings(grid_resolution=257),
+    "high": ReconSettings(grid_resolution=385),
 }
 
 

@@ -20,16 +20,16 @@ from .views import ViewSet
 
 NEIGHBOURS = 6
 KEEP_BEST = 3
-HYPOTHESES = 48
+HYPOTHESES = 96
 WINDOW = 5
 #: Mean colour difference (0-1) by which a deeper surface must beat the hull's to be believed.
-MIN_GAIN = 0.04
+MIN_GAIN = 0.03
 #: ... and must itself be a good match (mean colour difference below this).
-MAX_MATCH_COST = 0.08
+MAX_MATCH_COST = 0.1
 #: Hypotheses this many grid nodes behind the hull's entry still count as the hull's surface.
 NEAR_HULL_NODES = 3
-#: Stereo works on images at most this size (a 256 px view is halved: cost and noise).
-MAX_SIZE = 128
+#: Stereo works on images at most this size (larger views are averaged down: cost).
+MAX_SIZE = 256
 
 
 def _neighbours(views: ViewSet, count: int) -> torch.Tensor:

@@ -43,8 +43,24 @@ class ViewSet:
         y = self.size / 2.0 - f * cam[:, 1] / safe
         return torch.stack([x, y], dim=1), depth
 
+    def project_all(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """World points (N, 3) -> pixel coordinates (V, N, 2) and depths (V, N) in every view."""
+        cam = torch.einsum("vij,nj->vni", self.w2c[:, :3, :3], points) + self.w2c[:, None, :3, 3]
+        depth = -cam[..., 2]
+        safe = depth.clamp_min(1e-6)
+        f = self.focal[:, None]
+        x = self.size / 2.0 + f * cam[..., 0] / safe
+        y = self.size / 2.0 - f * cam[..., 1] / safe
+        return torch.stack([x, y], dim=-1), depth
+
+    def sample_all(self, images: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """Bilinear samples of (V, C, S, S) images at (V, N, 2) pixel coordinates -> (V, C, N)."""
+        grid = (pixels / self.size * 2.0 - 1.0)[:, None].to(images.dtype)
+        return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border",
+                                               align_corners=False)[:, :, 0]
+
     def inside_image(self, pixels: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-        return (depth > 0) & (pixels[:, 0] >= 0) & (pixels[:, 0] < self.size) & (pixels[:, 1] >= 0) & (pixels[:, 1] < self.size)
+        return (depth > 0) & (pixels >= 0).all(-1) & (pixels < self.size).all(-1)
 
     def sample(self, image: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         """Bilinear samples of one (C, S, S) image at pixel coordinates (N, 2) -> (N, C)."""
