@@ -301,6 +301,8 @@ class GenerateJob:
         self.finished = False
         self.outcome = ""  # "result" | "cancelled" | "error"
         self.folder: str | None = None
+        #: what the result lacks although it was asked for (e.g. the mesh), as the backend put it
+        self.warning = ""
         self.error_code = self.error_message = self.error_hint = ""
         self.cancel_requested_at: float | None = None
         self._fraction = 0.0
@@ -517,6 +519,8 @@ class BackendSession:
         elif kind == "result":
             if job.folder is None:
                 job.folder = event.get("folder")
+            if event.get("warning"):
+                job.warning = str(event["warning"])
             if job.reconstruct_request is not None and job.request_id != job.reconstruct_id:
                 # the views are written; now the mesh at the detail the user chose
                 request = dict(job.reconstruct_request, views_dir=job.folder, out=os.path.join(job.folder, "mesh.glb"))

@@ -176,6 +176,8 @@ def import_job_result(context, job: backend_manager.GenerateJob):
         extra["source_images"] = settings["images"]
     if settings.get("prompt"):
         extra["prompt"] = settings["prompt"]
+    if job.warning:
+        extra["warning"] = job.warning
     try:
         return importer.import_result(
             context, job.folder, import_views=settings.get("import_views", True),

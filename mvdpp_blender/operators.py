@@ -277,7 +277,11 @@ class MVDPP_OT_generate(Operator):
                 return {"CANCELLED"}
             status.last_result = job.folder or ""
             status.status_text = f"Imported {collection.name}"
-            self.report({"INFO"}, f"MVD++: imported {collection.name}")
+            if job.warning:  # e.g. the views were kept but no mesh could be made from them
+                generation.report_error(context.window_manager, job.warning, "")
+                self.report({"WARNING"}, f"MVD++: imported {collection.name}. {job.warning}")
+            else:
+                self.report({"INFO"}, f"MVD++: imported {collection.name}")
             return {"FINISHED"}
         if job.outcome == "cancelled":
             status.status_text = "Cancelled"

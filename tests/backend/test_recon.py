@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import recon_scenes as scenes
-from mvdpp import metrics, rig
+from mvdpp import errors, metrics, rig
 from mvdpp.errors import BAD_INPUT, JobCancelled, MVDPPError
 from mvdpp.recon import reconstruct
 
@@ -164,3 +164,18 @@ def test_importing_recon_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_views_that_disagree_on_any_solid_are_a_clear_error(sphere_views):
+    """Masks that each show a blob somewhere else (what a weak model generates) leave no point
+    inside enough of them: a clear inconsistent_views error, not a crash inside stereo."""
+    views = [view.copy() for view in sphere_views]
+    size = views[0].shape[0]
+    for number, view in enumerate(views):
+        view[..., 3] = 0
+        view[..., :3] = 255
+        corner = (number * 7) % (size - 8)  # a small blob at a different place in every view
+        view[corner:corner + 6, corner:corner + 6, 3] = 255
+    with pytest.raises(MVDPPError) as info:
+        _recon(views)
+    assert info.value.code == errors.INCONSISTENT_VIEWS and info.value.hint

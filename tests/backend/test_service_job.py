@@ -204,3 +204,22 @@ def test_progress_clock_estimates_time_left_per_stage():
     mesh = clock.update("mesh:hull", 1, 4)
     assert mesh.elapsed_s == 10.0 and mesh.eta_s is None and clock.stage_seconds["denoise"] == 4.0  # from the job start: work before a first report counts
     assert mesh.as_event_fields() == {"stage": "mesh:hull", "step": 1, "total": 4, "elapsed_s": 10.0, "eta_s": None}
+
+
+def test_views_that_cannot_be_meshed_are_kept_with_a_warning(pipe, image, tmp_path, monkeypatch):
+    """When the views disagree on any solid (a weak checkpoint), the job keeps the 32 views,
+    writes no mesh, says why in meta.json and in the result event's warning."""
+    import mvdpp.recon
+
+    def disagreeing_views(*args, **kwargs):
+        raise MVDPPError(errors.INCONSISTENT_VIEWS, "The views do not agree on any solid.", "Try another seed.")
+
+    monkeypatch.setattr(mvdpp.recon, "reconstruct", disagreeing_views)
+    folder = run_generate(pipe, [image], tmp_path / "r", GenerateSettings(steps=1, mesh=True))
+    assert len(list((folder / "views").glob("view_*.png"))) == 32
+    assert not (folder / "mesh.glb").exists()
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["mesh_skipped"]["code"] == errors.INCONSISTENT_VIEWS
+    event = job.generate_result(folder)
+    assert event["folder"] == str(folder) and "do not agree" in event["warning"] and "Try another seed" in event["warning"]
+    assert "warning" not in job.generate_result(run_generate(pipe, [image], tmp_path / "s", GenerateSettings(steps=1, mesh=False)))

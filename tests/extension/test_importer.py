@@ -172,11 +172,6 @@ def test_import_render_save_and_reload(tmp_path, extension_zip, run_blender):
     assert (r["images_after_reload"], r["images_with_pixels"], r["planes_after_reload"]) == (32, 32, 32)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mvdpp.recon.export.save_mesh writes the rig's Z-up coordinates into mesh.glb unchanged, but glTF "
-    "is +Y up and Blender's glTF importer converts from +Y up, so the mesh arrives lying on its side. "
-    "Fix in save_mesh (GLB only): apply rotation_matrix(-pi/2, [1, 0, 0]) to a copy before exporting; "
-    "then remove this xfail mark."))
 def test_backend_written_mesh_keeps_its_orientation(tmp_path, extension_zip, run_blender):
     """A mesh written by the backend's own writer lands where the views show it (Z up)."""
     import trimesh

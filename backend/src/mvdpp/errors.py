@@ -14,6 +14,9 @@ CHECKPOINT = "checkpoint"
 OUT_OF_MEMORY = "out_of_memory"
 DEVICE = "device"
 OUTPUT_EXISTS = "output_exists"
+NO_OBJECT = "no_object"
+#: the views disagree so much that no solid is covered by enough of their masks (no mesh possible)
+INCONSISTENT_VIEWS = "inconsistent_views"
 INTERNAL = "internal"
 
 

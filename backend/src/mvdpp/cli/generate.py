@@ -131,6 +131,11 @@ def run(args) -> int:
                                   progress=bar, low_vram=args.low_vram)
     finally:
         bar.close()
+    from ..service.job import result_warning
+
+    warning = result_warning(folder)
+    if warning:
+        print(f"mvdpp: warning: {warning}", file=sys.stderr)
     print(folder)  # stdout: just the result folder, for scripts
     return 0
 

@@ -46,6 +46,13 @@ def save_mesh(mesh: trimesh.Trimesh, out_path) -> Path:
     out_path = check_mesh_path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     suffix = out_path.suffix.lower()
+    if suffix in (".glb", ".gltf", ".obj"):
+        # glTF is Y-up by specification and OBJ by convention; Blender's importers turn them back
+        # into its Z-up, so the mesh lands in the rig's frame (the same rule as data.assets.save_asset)
+        from ..data.assets import Z_UP_TO_Y_UP
+
+        mesh = mesh.copy()
+        mesh.apply_transform(Z_UP_TO_Y_UP)
     temp = out_path.with_name(f".{out_path.stem}.partial{suffix}")
     try:
         if suffix == ".obj":

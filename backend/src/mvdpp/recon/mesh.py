@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from ..errors import BAD_INPUT, MVDPPError
+from ..errors import INCONSISTENT_VIEWS, MVDPPError
 from .grid import Grid
 
 #: Connected pieces with fewer faces than this are debris (of carving), not parts of the object;
@@ -23,8 +23,9 @@ def extract_mesh(field: np.ndarray, grid: Grid, level: float, smoothing_iteratio
     padded = np.pad(field, 1, mode="constant", constant_values=outside)
     vertices, faces = mcubes.marching_cubes(padded, level)
     if len(faces) == 0:
-        raise MVDPPError(BAD_INPUT, "the reconstruction found no object in the views",
-                         "check that the views' alpha channels mark the object (alpha = mask)")
+        raise MVDPPError(INCONSISTENT_VIEWS, "The reconstruction found no solid surface in the views.",
+                         "Check that the views' alpha channels mark the object (alpha = mask) and that the views agree "
+                         "with each other; a weak checkpoint's views may not.")
     vertices = grid.to_world(vertices - 1.0)
     # PyMCubes' winding makes outward normals for an inside-is-above-level field.
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=True)

@@ -11,7 +11,7 @@ import time
 import torch
 import trimesh
 
-from ..errors import DEVICE, JobCancelled, MVDPPError
+from ..errors import DEVICE, INCONSISTENT_VIEWS, JobCancelled, MVDPPError
 from .colour import vertex_colours
 from .grid import Grid
 from .carve import carve_field
@@ -66,6 +66,8 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
         field = hull_field(views, grid, settings.hull_tolerated_votes, view_weights=view_weights, check_cancel=check_cancel)
     report("hull", 1, 1)
     timings["hull_s"] = time.perf_counter() - start
+    if not bool((field >= 0.5).any()):
+        raise inconsistent_views_error()
 
     level = 0.5
     if settings.stereo:
@@ -94,6 +96,12 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
     timings["colour_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - start
     return mesh
+
+
+def inconsistent_views_error() -> MVDPPError:
+    return MVDPPError(INCONSISTENT_VIEWS, "The views do not agree on any solid: no point in space lies inside enough of their masks.",
+                      "The views are not consistent with each other (a weak or untrained checkpoint does this); "
+                      "try another seed, more steps or more reference images, or a better checkpoint.")
 
 
 def _mask_trust(views, grid: Grid, field: torch.Tensor) -> torch.Tensor:

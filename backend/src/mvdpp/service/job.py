@@ -410,17 +410,23 @@ def run_generate(
     views, cameras = list(output.images), list(output.cameras)
 
     mesh = None
+    mesh_skipped = None  # why there is no mesh although one was asked for (the views are still worth keeping)
     if settings.mesh:
         from ..recon import reconstruct
 
         check_views_show_an_object(views)
         mesh_timings: dict = {}
         with timer("mesh"), translate_out_of_memory("reconstructing the mesh", low_vram):
-            mesh = reconstruct(
-                [np.asarray(view.convert("RGBA")) for view in views], cameras, quality=settings.mesh_quality, device=device,
-                progress=lambda stage, step, total: progress(f"mesh:{stage}", step, total),
-                should_cancel=should_cancel, timings=mesh_timings,
-            )
+            try:
+                mesh = reconstruct(
+                    [np.asarray(view.convert("RGBA")) for view in views], cameras, quality=settings.mesh_quality,
+                    device=device, progress=lambda stage, step, total: progress(f"mesh:{stage}", step, total),
+                    should_cancel=should_cancel, timings=mesh_timings,
+                )
+            except MVDPPError as exc:
+                if exc.code != errors.INCONSISTENT_VIEWS:
+                    raise
+                mesh_skipped = {"code": exc.code, "message": exc.message, "hint": exc.hint}
         for stage, seconds in mesh_timings.items():
             timer.seconds[f"mesh:{stage.removesuffix('_s')}"] = round(float(seconds), 3)
         check_cancel()
@@ -467,6 +473,8 @@ def run_generate(
                 }
                 if prompt_source is not None:
                     meta["prompt"] = dict(prompt_source.meta, file=PROMPT_IMAGE_FILE)
+                if mesh_skipped is not None:
+                    meta["mesh_skipped"] = mesh_skipped
                 if device == "cuda":
                     meta["gpu"] = torch.cuda.get_device_name()
                 writer.write_json(result.META_FILE, meta)
@@ -532,7 +540,17 @@ def run_text_to_3d(
                         prompt_source=PromptSource(staged, meta, seconds))
 
 
-NO_OBJECT = "no_object"
+NO_OBJECT = errors.NO_OBJECT
+
+
+def result_warning(folder: Path) -> str | None:
+    """A one-line warning about a result folder that lacks something that was asked for, or None."""
+    try:
+        meta = json.loads((Path(folder) / result.META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    skipped = meta.get("mesh_skipped")
+    return f"No mesh was made: {skipped['message']} {skipped['hint']}" if skipped else None
 
 
 def check_views_show_an_object(views) -> None:
@@ -544,6 +562,15 @@ def check_views_show_an_object(views) -> None:
         raise MVDPPError(NO_OBJECT, "The generated views show no object, so no mesh can be built.",
                          "Check that the inputs show one object clearly; try another seed or more steps, "
                          "or skip the mesh (--no-mesh).")
+
+
+def generate_result(folder: Path) -> dict:
+    """The fields of a generate job's result event: the folder, and a warning when it lacks the mesh."""
+    fields = {"folder": str(folder)}
+    warning = result_warning(folder)
+    if warning:
+        fields["warning"] = warning
+    return fields
 
 
 class ModelJobs:
@@ -591,11 +618,11 @@ class ModelJobs:
             folder = run_text_to_3d(self.pipe, self._t2i[1], parsed.text_to_image, parsed.out, parsed.settings, staging,
                                     device=self.device, checkpoint=self.checkpoint, progress=progress,
                                     should_cancel=should_cancel, low_vram=self.low_vram)
-            return {"folder": str(folder)}
+            return generate_result(folder)
         folder = run_generate(self.pipe, parsed.images, parsed.out, parsed.settings, device=self.device,
                               checkpoint=self.checkpoint, progress=progress, should_cancel=should_cancel,
                               low_vram=self.low_vram)
-        return {"folder": str(folder)}
+        return generate_result(folder)
 
     def reconstruct(self, request: dict, progress: Progress, should_cancel: ShouldCancel) -> dict:
         unknown = set(request) - {"type", "id", "views_dir", "out", "quality", "overwrite"}
