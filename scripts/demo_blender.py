@@ -41,14 +41,18 @@ def main() -> int:
     # a preview camera outside the rig of 32 cameras, looking at the object from the front-left
     preview = bpy.data.objects.new("Preview camera", bpy.data.cameras.new("Preview camera"))
     scene.collection.objects.link(preview)
-    distance, azimuth, elevation = 5.5, math.radians(-35), math.radians(25)
+    distance, azimuth, elevation = 4.6, math.radians(-35), math.radians(25)
     preview.location = (distance * math.cos(elevation) * math.sin(azimuth), -distance * math.cos(elevation) * math.cos(azimuth), distance * math.sin(elevation))
     direction = -preview.location.copy()
     preview.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
-    preview.data.lens = 35
+    preview.data.lens = 42
     scene.camera = preview
     world = bpy.data.worlds.new("Preview world")
-    world.color = (0.9, 0.9, 0.92)
+    world.use_nodes = True
+    background = world.node_tree.nodes.get("Background")
+    if background is not None:  # a light studio backdrop, so the views' white backgrounds read as cards
+        background.inputs["Color"].default_value = (0.62, 0.64, 0.68, 1.0)
+    world.color = (0.62, 0.64, 0.68)
     scene.world = world
     sun = bpy.data.objects.new("Preview sun", bpy.data.lights.new("Preview sun", "SUN"))
     sun.rotation_euler = (math.radians(40), 0, math.radians(30))
