@@ -12,4 +12,4 @@ mvdpp generate examples/example.png --out results/demo --overwrite "$@"
 echo "[demo] importing the result into Blender through the extension" >&2
 python scripts/demo_blender.py --zip "$zip_path" --result results/demo \
   --blend results/demo.blend --preview results/demo_preview.png
-echo "[demo] done: results/demo/ (views, cameras.json, mesh.glb), results/demo.blend, results/demo_preview.png" >&2
+echo "[demo] done: results/demo/ (views/, cameras.json, meta.json, mesh.glb if one was made), results/demo.blend, results/demo_preview.png" >&2
