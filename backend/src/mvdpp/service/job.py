@@ -29,6 +29,7 @@ from .. import __version__, errors, result
 from ..errors import JobCancelled, MVDPPError
 from ..paths import default_checkpoint
 from . import images as image_inputs
+from .safe_loading import check_pipeline_folder
 
 Progress = Callable[[str, int, int], None]
 ShouldCancel = Callable[[], bool]
@@ -40,7 +41,6 @@ DEVICES = ("auto", "cuda", "cpu")
 MESH_QUALITIES = ("auto", "draft", "standard", "high")
 #: libraries a checkpoint's model_index.json may take its component classes from
 ALLOWED_LIBRARIES = ("diffusers", "transformers", "mvdpp")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 def _no_op_progress(stage: str, step: int, total: int) -> None:
@@ -156,34 +156,10 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
 
 def check_checkpoint(folder: Path) -> None:
     """Refuse anything but a local diffusers folder of safetensors weights and known classes."""
-    def bad(message: str, hint: str = "Pass the folder `mvdpp train` wrote (it holds model_index.json).") -> MVDPPError:
-        return MVDPPError(errors.CHECKPOINT, message, hint)
-
-    if not folder.exists():
-        raise bad(f"The checkpoint {folder} does not exist.")
-    if not folder.is_dir():
-        raise bad(f"The checkpoint {folder} is not a folder.")
-    index_path = folder / "model_index.json"
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise bad(f"{folder} is not a pipeline folder (model_index.json is missing).") from None
-    except (OSError, ValueError) as exc:
-        raise bad(f"{index_path} cannot be read ({exc}).") from exc
-    for name, value in index.items():
-        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
-            continue
-        library = str(value[0])
-        if library.split(".")[0] not in ALLOWED_LIBRARIES:
-            raise bad(f"{index_path} asks to load component {name!r} from {library!r}, which MVD++ does not trust.",
-                      "Only checkpoints made of diffusers, transformers and mvdpp classes are loaded.")
-    weights = [p for p in folder.rglob("*") if p.is_file()]
-    pickles = [p for p in weights if p.suffix in PICKLE_SUFFIXES]
-    if pickles:
-        raise bad(f"The checkpoint {folder} contains pickled weights ({pickles[0].name}); only safetensors are loaded.",
-                  "Convert the weights to .safetensors (save_pretrained(..., safe_serialization=True)).")
-    if not any(p.suffix == ".safetensors" for p in weights):
-        raise bad(f"The checkpoint {folder} holds no .safetensors weights.")
+    check_pipeline_folder(folder, what="The checkpoint", allowed_libraries=ALLOWED_LIBRARIES,
+                          hint="Pass the folder `mvdpp train` wrote (it holds model_index.json).",
+                          trusted_hint="Only checkpoints made of diffusers, transformers and mvdpp classes are loaded.",
+                          refuse_any_pickle=True)
 
 
 def resolve_device(requested: str) -> str:

@@ -11,7 +11,6 @@ Imports torch and diffusers inside functions only.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Callable
 
 from .. import errors
 from ..errors import JobCancelled, MVDPPError
+from .safe_loading import check_pipeline_folder
 
 T2I = "text_to_image"
 #: What every prompt is extended with, so that the background removal finds one framed object.
@@ -27,7 +27,6 @@ PROMPT_SUFFIX = ", a single object, centered, full view, isolated on a plain whi
 NEGATIVE_PROMPT = "cluttered background, scenery, multiple objects, cropped, text, watermark, shadow"
 #: Libraries a local text-to-image folder's model_index.json may name (never remote code).
 T2I_ALLOWED_LIBRARIES = ("diffusers", "transformers")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 #: "owner/name" as the hub spells repository ids.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Distilled few-step models (SD-Turbo, SDXL-Turbo, Lightning, LCM, FLUX schnell) want 1-4 steps
@@ -87,30 +86,10 @@ def local_folder(model: str) -> Path | None:
 
 def check_local_folder(folder: Path) -> None:
     """Refuse anything but a diffusers folder of safetensors weights and diffusers/transformers classes."""
-    def bad(message: str, hint: str = "Pass a diffusers text-to-image pipeline folder (made with save_pretrained).") -> MVDPPError:
-        return MVDPPError(errors.CHECKPOINT, message, hint)
-
-    if not folder.is_dir():
-        raise bad(f"The text-to-image model {folder} is not a folder.")
-    index_path = folder / "model_index.json"
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise bad(f"{folder} is not a diffusers pipeline folder (model_index.json is missing).") from None
-    except (OSError, ValueError) as exc:
-        raise bad(f"{index_path} cannot be read ({exc}).") from exc
-    for name, value in index.items():
-        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
-            continue
-        if str(value[0]).split(".")[0] not in T2I_ALLOWED_LIBRARIES:
-            raise bad(f"{index_path} asks to load component {name!r} from {value[0]!r}, which MVD++ does not trust.",
-                      "Only text-to-image pipelines made of diffusers and transformers classes are loaded.")
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    if not any(p.suffix == ".safetensors" for p in files):
-        pickles = [p for p in files if p.suffix in PICKLE_SUFFIXES]
-        detail = f" (only pickled weights such as {pickles[0].name})" if pickles else ""
-        raise bad(f"The text-to-image model {folder} holds no .safetensors weights{detail}; only safetensors are loaded.",
-                  "Use a safetensors release of the model, or convert it with save_pretrained(..., safe_serialization=True).")
+    check_pipeline_folder(folder, what="The text-to-image model", allowed_libraries=T2I_ALLOWED_LIBRARIES,
+                          hint="Pass a diffusers text-to-image pipeline folder (made with save_pretrained).",
+                          trusted_hint="Only text-to-image pipelines made of diffusers and transformers classes are loaded.",
+                          refuse_any_pickle=False)
 
 
 def load_text_to_image(model: str, device: str = "cpu", low_vram: bool = False):
