@@ -71,13 +71,18 @@ class MVDPP_PT_main(bpy.types.Panel):
                     col.label(text=line)
 
 
-class MVDPP_PT_settings(bpy.types.Panel):
-    bl_label = "Settings"
+class _MVDPPSubPanel:
+    """Where the collapsible sections of the MVD++ tab live (under the main panel)."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "MVD++"
     bl_parent_id = "MVDPP_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
+
+
+class MVDPP_PT_settings(_MVDPPSubPanel, bpy.types.Panel):
+    bl_label = "Settings"
 
     def draw(self, context):
         layout = self.layout
@@ -99,13 +104,8 @@ class MVDPP_PT_settings(bpy.types.Panel):
         col.prop(props, "import_mesh", text="Mesh")
 
 
-class MVDPP_PT_result(bpy.types.Panel):
+class MVDPP_PT_result(_MVDPPSubPanel, bpy.types.Panel):
     bl_label = "Result"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "MVD++"
-    bl_parent_id = "MVDPP_PT_main"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         layout = self.layout

@@ -69,3 +69,14 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_checkpoint")
     build_pipeline("tiny", seed=0).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors: more torch threads only add contention on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,13 +13,7 @@ from mvdpp.errors import MVDPPError  # noqa: E402
 from mvdpp.presets import PRESETS, build_image_encoder, build_unet, build_vae, get_preset  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: threads only add contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def parameter_count(*modules) -> int:

@@ -14,13 +14,7 @@ from mvdpp.models import expand_rgb_vae_to_rgba  # noqa: E402
 from mvdpp.pipelines import MVDiffusionPPPipeline  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: threads only add contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
