@@ -154,16 +154,39 @@ def test_generation_views_are_permutation_equivariant(pipe):
     assert not torch.allclose(unet(**permuted.as_kwargs()).sample, out[order], atol=1e-4)
 
 
-def test_view_embedding_scale_starts_at_zero_and_trains():
+def test_view_embedding_tells_views_apart_from_the_start_and_both_factors_train():
+    """A fresh UNet already gives different rig views different outputs, and the table and the
+    scale both get gradients (a zero scale times a random table could not learn: module doc)."""
     unet = build_unet("tiny")
-    assert unet.view_embedding_scale.requires_grad and unet.view_embedding_scale.shape == (1,)
-    assert float(unet.view_embedding_scale.detach()) == 0.0
     assert unet.view_embedding.num_embeddings == 42
+    assert float(unet.view_embedding_scale.detach()) == 1.0 and not unet.view_embedding_is_dead
     pipe = build_pipeline("tiny", seed=0)
     inputs = unet_inputs(pipe, 1, [0, 1])
-    pipe.unet.view_embedding_scale.requires_grad_(True)
-    pipe.unet(**inputs.as_kwargs()).sample.square().mean().backward()
+    same_latents = inputs.sample.clone()
+    same_latents[2] = same_latents[1]  # generation views 0 and 1 get identical inputs; only their ids differ
+    inputs.sample = same_latents
+    out = pipe.unet(**inputs.as_kwargs()).sample
+    assert (out[1] - out[2]).abs().max() > 1e-4
+    out.square().mean().backward()
+    table_grad = pipe.unet.view_embedding.weight.grad
+    assert table_grad is not None and table_grad[[0, 1]].abs().sum(dim=1).min() > 0
     assert pipe.unet.view_embedding_scale.grad is not None and float(pipe.unet.view_embedding_scale.grad.abs()) > 0
+
+
+def test_a_zero_view_embedding_adds_nothing_but_still_learns():
+    """``reset_view_embedding(std=0)`` (Stable Diffusion init): the ids change nothing yet, the
+    table's gradient is non-zero; a paper-style zero scale is recognised as dead."""
+    pipe = build_pipeline("tiny", seed=0)
+    pipe.unet.reset_view_embedding(std=0.0)
+    inputs = unet_inputs(pipe, 1, [0, 1])
+    inputs.sample[2] = inputs.sample[1]
+    out = pipe.unet(**inputs.as_kwargs()).sample
+    torch.testing.assert_close(out[1], out[2])
+    out.square().mean().backward()
+    assert pipe.unet.view_embedding.weight.grad[[0, 1]].abs().sum() > 0
+    with torch.no_grad():
+        pipe.unet.view_embedding_scale.zero_()
+    assert pipe.unet.view_embedding_is_dead
 
 
 # ----------------------------------------------------------------------------- pipeline behaviour
@@ -373,3 +396,23 @@ def test_global_attention_levels_pick_the_self_attention_layers_of_those_levels(
             deep = name.startswith(("down_blocks.1.", "up_blocks.0.", "mid_block."))
             assert value == deep, name
     assert all(v for n, v in build_unet("tiny").body.attn_processors.items() if ".attn1." in n)  # default: all
+
+
+def test_folding_the_input_conv_keeps_the_outputs_and_frees_the_channels(pipe):
+    """fold_input_reduce: a paper-style UNet (1x1 conv to 4 channels) becomes one whose first conv
+    reads all 9 channels, with the same outputs away from the border."""
+    from mvdpp.models.multiview_unet import fold_input_reduce
+
+    bottleneck = build_unet("tiny", reduce_input=True).eval()
+    with torch.no_grad():
+        bottleneck.input_reduce.weight.normal_(0, 0.3)
+        bottleneck.input_reduce.bias.normal_(0, 0.1)
+    folded = fold_input_reduce(bottleneck).eval()
+    assert not folded.config.reduce_input and folded.body.conv_in.in_channels == 9
+    assert isinstance(folded.input_reduce, torch.nn.Identity)
+    inputs = unet_inputs(pipe, 1, [0, 3])
+    with torch.no_grad():
+        first_bottleneck = bottleneck.body.conv_in(bottleneck.input_reduce(inputs.sample))
+        first_folded = folded.body.conv_in(inputs.sample)
+    torch.testing.assert_close(first_folded[..., 1:-1, 1:-1], first_bottleneck[..., 1:-1, 1:-1], atol=1e-5, rtol=1e-4)
+    assert fold_input_reduce(folded) is folded

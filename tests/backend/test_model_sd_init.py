@@ -46,7 +46,7 @@ def sd_checkpoint(tmp_path_factory):
 
 def test_unet_starts_as_the_sd_inpainting_unet(sd_checkpoint):
     """With one view per object, the converted UNet equals the SD inpainting UNet given an empty
-    mask and masked-image latent (the view-embedding scale is 0, the 1x1 conv passes the latent)."""
+    mask and masked-image latent (the view-embedding table is 0, the 1x1 conv passes the latent)."""
     from diffusers import UNet2DConditionModel
 
     from mvdpp.pipelines.from_stable_diffusion import multiview_unet_from_sd
@@ -54,7 +54,7 @@ def test_unet_starts_as_the_sd_inpainting_unet(sd_checkpoint):
     sd_unet = UNet2DConditionModel.from_pretrained(sd_checkpoint / "sd" / "unet").eval()
     unet = multiview_unet_from_sd(sd_unet).eval()
     assert unet.body.config.upcast_attention is True
-    assert float(unet.view_embedding_scale.detach()) == 0.0
+    assert float(unet.view_embedding.weight.detach().abs().max()) == 0.0 and not unet.view_embedding_is_dead
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(3, 4, 8, 8, generator=g)
     tokens = torch.randn(3, 2, 32, generator=g)

@@ -27,6 +27,7 @@ PRESETS: dict[str, dict] = {
             "attention_head_dim": (1, 2),  # heads: 32 channels each
             "cross_attention_dim": 32,
             "norm_num_groups": 8,
+            "reduce_input": False,
         },
         "vae": {"block_out_channels": (16, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 8},
         "image_encoder": {"image_size": 32, "channels": (16, 32), "tokens_per_side": 2, "embed_dim": 32},
@@ -44,6 +45,7 @@ PRESETS: dict[str, dict] = {
             "attention_head_dim": (1, 2, 2),  # heads: 32, 32, 64 channels each
             "cross_attention_dim": 128,
             "norm_num_groups": 16,
+            "reduce_input": False,
         },
         "vae": {"block_out_channels": (16, 32, 64, 64), "layers_per_block": 1, "norm_num_groups": 8},
         "image_encoder": {"image_size": 128, "channels": (32, 64, 128), "tokens_per_side": 4, "embed_dim": 128},
@@ -65,6 +67,7 @@ PRESETS: dict[str, dict] = {
             "cross_attention_dim": 256,
             "norm_num_groups": 16,
             "global_attention_levels": (2, 3),
+            "reduce_input": False,  # trained from scratch: no 4-channel input bottleneck
         },
         "vae": {"block_out_channels": (16, 32, 64, 128), "layers_per_block": 1, "norm_num_groups": 8},
         "image_encoder": {"image_size": 128, "channels": (32, 64, 128, 256), "tokens_per_side": 4, "embed_dim": 256},

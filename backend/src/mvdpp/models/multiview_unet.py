@@ -5,10 +5,23 @@ with each object's condition views first, then its generation views. Per view:
 
     concat(noisy latent C, branch mask 1, condition latent C) --1x1 conv--> C --> UNet body
 
+(the paper's 1x1 conv lets a Stable Diffusion body see the 4-channel input it was trained on;
+``reduce_input=False`` drops it for models trained from scratch, whose body's first conv then
+reads all 2C+1 channels: through 4 channels a condition view's clean latent and its noisy latent
+cannot both pass, and the first embedded model, trained with the bottleneck, denoised its
+condition views barely better than its generation views although it was given their clean latent)
+
 The body is a diffusers ``UNet2DConditionModel`` whose self-attention layers attend across all
 views of an object (``MultiViewAttnProcessor``), whose cross-attention reads the condition
 images' embeddings, and whose timestep embedding gets ``scale * view_embedding[view_id]`` added
-(42 slots: rig views 0-31, condition views 32-41; ``scale`` starts at zero).
+(42 slots: rig views 0-31, condition views 32-41).
+
+The view embedding is the network's only way to know which rig pose a view has. The paper
+starts ``scale`` at zero with a random table; measured here, that pair cannot learn (the
+gradient of each factor is proportional to the other): after 3,001 steps of the embedded recipe
+the scale was -0.002 and the generated views ignored their pose. So the scale starts at one and
+the table at small random values (from scratch) or at zero (from Stable Diffusion, which then
+starts as exactly that model); ``reset_view_embedding`` does both.
 """
 
 from __future__ import annotations
@@ -28,6 +41,12 @@ from .multiview_attention import multiview_processors
 #: View-embedding slots: rig views 0..31, then condition views 32..41.
 NUM_VIEW_SLOTS = NUM_RIG_VIEWS + MAX_CONDITION_VIEWS
 FIRST_CONDITION_SLOT = NUM_RIG_VIEWS
+#: Standard deviation of a fresh view-embedding table: about the size of the embedded preset's
+#: timestep embedding at initialisation (0.15), so views differ from the first step on without
+#: drowning the timestep.
+VIEW_EMBEDDING_INIT_STD = 0.1
+#: Below this |scale| the view embedding is "dead" (see the module doc).
+DEAD_VIEW_EMBEDDING_SCALE = 1e-2
 
 
 @dataclass
@@ -62,15 +81,22 @@ class MultiViewUNetModel(ModelMixin, ConfigMixin):
         condition_branch_value: float = 0.0,
         generation_branch_value: float = 1.0,
         num_view_slots: int = NUM_VIEW_SLOTS,
+        #: True: the paper's 1x1 conv from 2C+1 to C channels before the body (Stable Diffusion
+        #: init); False: the body's first conv takes the 2C+1 channels itself (module doc).
+        reduce_input: bool = True,
         #: any further UNet2DConditionModel settings (e.g. those of a Stable Diffusion checkpoint
         #: that differ from diffusers' defaults, such as upcast_attention).
         extra_body_config: dict | None = None,
     ):
         super().__init__()
-        self.input_reduce = nn.Conv2d(2 * latent_channels + 1, latent_channels, kernel_size=1)
+        input_channels = 2 * latent_channels + 1
+        if reduce_input:
+            self.input_reduce = nn.Conv2d(input_channels, latent_channels, kernel_size=1)
+        else:
+            self.input_reduce = nn.Identity()
         self.body = UNet2DConditionModel(
             sample_size=sample_size,
-            in_channels=latent_channels,
+            in_channels=latent_channels if reduce_input else input_channels,
             out_channels=latent_channels,
             block_out_channels=tuple(block_out_channels),
             down_block_types=tuple(down_block_types),
@@ -87,14 +113,31 @@ class MultiViewUNetModel(ModelMixin, ConfigMixin):
         )
         time_embed_dim = self.body.time_embedding.linear_2.out_features
         self.view_embedding = nn.Embedding(num_view_slots, time_embed_dim)
-        # Zero-initialised so a model initialised from Stable Diffusion starts as exactly that model.
-        self.view_embedding_scale = nn.Parameter(torch.zeros(1))
+        self.view_embedding_scale = nn.Parameter(torch.ones(1))
+        self.reset_view_embedding()
         self.reset_input_reduce()
         self.set_multiview_attention()
+
+    def reset_view_embedding(self, std: float = VIEW_EMBEDDING_INIT_STD) -> None:
+        """Scale one, table N(0, std); ``std=0`` makes the view embedding add nothing yet (a
+        pretrained body keeps its behaviour) while its gradient still flows (module doc)."""
+        with torch.no_grad():
+            self.view_embedding_scale.fill_(1.0)
+            if std > 0:
+                self.view_embedding.weight.normal_(0.0, std)
+            else:
+                self.view_embedding.weight.zero_()
+
+    @property
+    def view_embedding_is_dead(self) -> bool:
+        """True for a (paper-style) zero scale that the table's gradient cannot revive."""
+        return abs(float(self.view_embedding_scale.detach())) < DEAD_VIEW_EMBEDDING_SCALE
 
     def reset_input_reduce(self) -> None:
         """Start the 1x1 input conv as "pass the noisy latent through, ignore mask and condition",
         so a pretrained body sees exactly the input it was trained on; training learns the rest."""
+        if not self.config.reduce_input:
+            return
         c = self.config.latent_channels
         with torch.no_grad():
             self.input_reduce.weight.zero_()
@@ -144,3 +187,23 @@ class MultiViewUNetModel(ModelMixin, ConfigMixin):
             return_dict=False,
         )[0]
         return MultiViewUNetOutput(sample=out) if return_dict else (out,)
+
+
+def fold_input_reduce(unet: MultiViewUNetModel) -> MultiViewUNetModel:
+    """The same network without the input bottleneck: the 1x1 conv folded into the body's first
+    conv (``reduce_input=False``), which can then learn to use all 2C+1 input channels. Outputs
+    are equal except within one pixel of the border, where the body's zero padding used to pad
+    the 1x1 conv's output (its bias) and now pads its input."""
+    if not unet.config.reduce_input:
+        return unet
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    folded = MultiViewUNetModel.from_config({**config, "reduce_input": False})
+    state = dict(unet.state_dict())
+    reduce_weight = state.pop("input_reduce.weight")[:, :, 0, 0].float()  # (C, 2C+1)
+    reduce_bias = state.pop("input_reduce.bias").float()  # (C,)
+    conv_weight = state["body.conv_in.weight"].float()  # (O, C, k, k)
+    state["body.conv_in.weight"] = torch.einsum("ocij,cn->onij", conv_weight, reduce_weight)
+    state["body.conv_in.bias"] = state["body.conv_in.bias"].float() + torch.einsum("ocij,c->o", conv_weight, reduce_bias)
+    folded.load_state_dict(state)
+    folded = folded.to(unet.device)
+    return folded if unet.dtype == torch.float32 else folded.to(unet.dtype)

@@ -69,7 +69,7 @@ def multiview_unet_from_sd(sd_unet, global_attention_levels=None):
                          f"unexpected {result.unexpected_keys[:3]}", "use a Stable Diffusion 2 (inpainting) UNet checkpoint")
     with torch.no_grad():
         unet.reset_input_reduce()
-        unet.view_embedding_scale.zero_()
+        unet.reset_view_embedding(std=0.0)
     return unet.to(sd_unet.dtype)
 
 
