@@ -264,3 +264,47 @@ def test_cache_prefetch_renders_the_next_epoch_in_the_background(tmp_path):
         assert (got["gen"] - want["gen"]).abs().max() <= 2 / 127.5  # renderer: a grey level at most
     batches.close()  # ends the run: the epoch-2 prefetch is cancelled
     assert background._pending is None
+
+
+def test_a_unet_stage_revives_a_dead_view_embedding_and_calibrates_the_latent_scale(tmp_path):
+    """Starting a UNet stage from a checkpoint with a paper-style zero view-embedding scale and a
+    VAE whose latents are far from unit variance fixes both; --fold-input-conv removes the 1x1
+    input bottleneck (and the trained UNet is the folded one)."""
+    from mvdpp.models import encode_rgba
+    from mvdpp.presets import build_pipeline
+
+    from mvdpp.presets import build_unet
+
+    pipe = build_pipeline("tiny", seed=0)
+    pipe.register_modules(unet=build_unet("tiny", reduce_input=True))  # the paper's 1x1 input conv
+    with torch.no_grad():
+        pipe.unet.view_embedding_scale.zero_()
+    pipe.vae.register_to_config(scaling_factor=0.01)
+    source = tmp_path / "old"
+    pipe.save_pretrained(source, safe_serialization=True)
+
+    trainer = Trainer(tiny_settings(tmp_path / "run", "unet-eps-single", init_from=str(source), fold_input_conv=True,
+                                    global_attention_levels=[0]), quiet=True)
+    trainer.setup()
+    unet, vae = trainer.pipe.unet, trainer.pipe.vae
+    assert not unet.config.reduce_input and trainer.unwrapped["unet"] is unet
+    assert list(unet.config.global_attention_levels) == [0]
+    assert {name: p.across_views for name, p in unet.body.attn_processors.items() if ".attn1." in name} == {
+        name: name.startswith("down_blocks.0") or name.startswith("up_blocks.1")
+        for name in unet.body.attn_processors if ".attn1." in name}
+    assert float(unet.view_embedding_scale.detach()) == 1.0 and 0.05 < float(unet.view_embedding.weight.std()) < 0.2
+    assert vae.config.scaling_factor != 0.01
+    batch = next(trainer.batches())
+    images = torch.cat([batch["cond"].flatten(0, 1), batch["gen"].flatten(0, 1)])
+    with torch.no_grad():
+        std = float(encode_rgba(vae, images.to(vae.device)).std())
+    assert 0.6 < std < 1.5, std
+    # A model that is already fine is left alone.
+    factor = vae.config.scaling_factor
+    trainer.export(tmp_path / "export")
+    again = Trainer(tiny_settings(tmp_path / "run2", "unet-v-single", init_from=str(tmp_path / "export")), quiet=True)
+    again.setup()
+    assert again.pipe.vae.config.scaling_factor == pytest.approx(factor, rel=1e-3)
+    assert list(again.pipe.unet.config.global_attention_levels) == [0]  # saved with the model
+    with pytest.raises(MVDPPError, match="levels 0-1"):
+        Trainer(tiny_settings(tmp_path / "run3", init_from=str(source), global_attention_levels=[2]), quiet=True).setup()

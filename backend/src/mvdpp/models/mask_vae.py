@@ -84,3 +84,27 @@ def decode_rgba(vae: AutoencoderKL, latents: torch.Tensor, chunk_size: int = 8) 
 def white_rgba(resolution: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """The generation views' condition image: white, mask all ones (PAPER.md), (4, H, W) in [-1, 1]."""
     return torch.ones(RGBA_CHANNELS, resolution, resolution, device=device, dtype=dtype)
+
+
+#: A UNet stage wants unit-variance latents (the noise schedule assumes it). A trained VAE's
+#: latents drift from whatever ``scaling_factor`` its config started with (Stable Diffusion's
+#: 0.18215 left the first embedded VAE's latents at std 0.32, so most timesteps were nearly
+#: pure noise); ``calibrate_latent_scale`` measures and fixes that when it is off by more than this.
+LATENT_STD_TOLERANCE = 0.2
+
+
+@torch.no_grad()
+def calibrate_latent_scale(vae: AutoencoderKL, images: torch.Tensor) -> tuple[float, float, float]:
+    """Set ``vae.config.scaling_factor`` so the scaled latents of ``images`` (N, 4, H, W) have
+    unit standard deviation, if they are off by more than ``LATENT_STD_TOLERANCE``.
+
+    Returns (measured std, old factor, new factor); new == old when nothing changed. The factor
+    is rounded to 4 significant digits so processes that render slightly different images agree.
+    """
+    old = float(vae.config.scaling_factor)
+    std = float(encode_rgba(vae, images.to(vae.device)).float().std())
+    if abs(std - 1.0) <= LATENT_STD_TOLERANCE or std == 0.0:
+        return std, old, old
+    new = float(f"{old / std:.4g}")
+    vae.register_to_config(scaling_factor=new)
+    return std, old, new

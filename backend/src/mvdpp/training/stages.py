@@ -94,6 +94,12 @@ class TrainSettings:
     keep_checkpoints: int = 2
     #: a diffusers pipeline folder or a previous run folder whose (EMA) weights start this run
     init_from: str | None = None
+    #: UNet stages started from a model with the paper's 1x1 input conv: fold it into the body's
+    #: first conv (mvdpp.models.multiview_unet.fold_input_reduce), as the small presets now build
+    fold_input_conv: bool = False
+    #: UNet stages: the resolution levels whose self-attention spans all views (None = keep the
+    #: model's); the attention weights are the same at every setting, so a run can change it
+    global_attention_levels: list | None = None
     #: training data: "procedural" (rendered on the fly, batch by batch), "cache" (objects rendered
     #: into device memory once per epoch, batches drawn there), "cache-latents" (UNet stages: the
     #: same, kept as VAE latents) or "synthetic" (benchmarks only)

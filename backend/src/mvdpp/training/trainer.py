@@ -41,6 +41,10 @@ class TrainResult:
     seconds: float
 
 
+#: Objects rendered to measure the VAE's latent scale when a UNet stage starts (x 9 views).
+CALIBRATION_OBJECTS = 2
+
+
 def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
@@ -116,6 +120,8 @@ class Trainer:
             if self.stage.trains == "unet":
                 self.print(f"note: {self.stage.name} starts from scratch with a random, frozen VAE; "
                            "real runs start from the VAE stage's export (--init-from)")
+        if resume_dir is None and self.stage.trains == "unet":
+            self._prepare_unet_stage()
         if self.stage.prediction_type and self.pipe.scheduler.config.get("prediction_type") != self.stage.prediction_type:
             # The sampler saved with the checkpoint must know what the UNet now predicts.
             self.pipe.use_scheduler(self.pipe.scheduler_name or "ddpm", prediction_type=self.stage.prediction_type)
@@ -154,6 +160,42 @@ class Trainer:
             self.forward_models = {k: torch.compile(m, mode=s.compile_mode) for k, m in self.models.items()}
         self.unwrapped = trained
         self._setup_done = True
+
+    def _prepare_unet_stage(self) -> None:
+        """What a UNet stage needs from the model it starts from: a view embedding that can learn
+        (older checkpoints have a dead, paper-style zero scale), unit-variance latents (the
+        VAE's scaling factor measured on a few rendered objects, mvdpp.models.mask_vae) and, with
+        --fold-input-conv, no 4-channel input bottleneck."""
+        from ..data.stream import MultiViewStream
+        from ..models.mask_vae import calibrate_latent_scale
+
+        unet = self.pipe.unet
+        if self.settings.fold_input_conv and unet.config.reduce_input:
+            from ..models.multiview_unet import fold_input_reduce
+
+            unet = fold_input_reduce(unet)
+            self.pipe.register_modules(unet=unet)
+            self.print("note: folded the UNet's 1x1 input conv into its first conv; the body now reads all input channels")
+        levels = self.settings.global_attention_levels
+        num_levels = len(unet.config.block_out_channels)
+        if levels is not None and any(not 0 <= int(v) < num_levels for v in levels):
+            raise MVDPPError(BAD_INPUT, f"--global-attention-levels {levels}: this UNet has levels 0-{num_levels - 1}.",
+                             "Pick levels in that range (0 = full latent resolution).")
+        if levels is not None and list(unet.config.global_attention_levels or []) != sorted(levels):
+            unet.register_to_config(global_attention_levels=sorted(int(v) for v in levels))
+            unet.set_multiview_attention()
+            self.print(f"note: self-attention now spans all views at levels {sorted(levels)}")
+        if unet.view_embedding_is_dead:
+            dead_scale = float(unet.view_embedding_scale.detach())
+            unet.reset_view_embedding()
+            self.print(f"note: the view embedding's scale was {dead_scale:.3g}, too small to learn from; "
+                       "reset to scale 1 and a fresh N(0, 0.1) table")
+        sample = MultiViewStream(batch_size=CALIBRATION_OBJECTS, size=self.pipe.resolution, condition_views="single",
+                                 seed=self.settings.seed).make_batch(0)
+        images = torch.cat([sample["cond"].flatten(0, 1), sample["gen"].flatten(0, 1)])
+        std, old, new = calibrate_latent_scale(self.pipe.vae, images)
+        if new != old:
+            self.print(f"note: the VAE's latents had std {std:.3f}; scaling factor {old:.4g} -> {new:.4g} for unit variance")
 
     def _continue_from_export(self, folder: Path) -> None:
         """An export of the same stage continues its step count (fresh optimizer, new warm-up)."""
