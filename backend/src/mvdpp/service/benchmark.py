@@ -35,14 +35,15 @@ def _input_image(folder: Path) -> Path:
 def _load(args):
     import torch
 
-    from .job import apply_low_vram, load_pipeline, resolve_device
+    from .job import apply_low_vram, keep_vae_in_float32, load_pipeline, model_dtype, resolve_device
 
     if args.checkpoint:
         return load_pipeline(args.checkpoint, args.device, args.low_vram)[0], resolve_device(args.device)
     from ..presets import build_pipeline
 
     device = resolve_device(args.device)
-    pipe = build_pipeline(args.preset)
+    pipe = build_pipeline(args.preset, device=device).to(dtype=model_dtype(device))
+    keep_vae_in_float32(pipe)
     pipe.set_progress_bar_config(disable=True)
     if args.low_vram and device == "cuda":
         apply_low_vram(pipe, device)
