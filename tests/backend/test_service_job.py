@@ -223,3 +223,19 @@ def test_views_that_cannot_be_meshed_are_kept_with_a_warning(pipe, image, tmp_pa
     event = job.generate_result(folder)
     assert event["folder"] == str(folder) and "do not agree" in event["warning"] and "Try another seed" in event["warning"]
     assert "warning" not in job.generate_result(run_generate(pipe, [image], tmp_path / "s", GenerateSettings(steps=1, mesh=False)))
+
+
+def test_weights_are_half_precision_on_cuda_only_and_an_fp16_vae_stays_float32(monkeypatch):
+    """bf16 where the GPU has it, fp16 otherwise (the VAE then kept in fp32: fp16 overflows in
+    SD-style decoders), fp32 on the CPU."""
+    torch = pytest.importorskip("torch")
+    from mvdpp.presets import build_pipeline
+
+    assert job.model_dtype("cpu") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert job.model_dtype("cuda") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert job.model_dtype("cuda") == torch.float16
+    pipe = build_pipeline("tiny").to(dtype=torch.float16)
+    job.keep_vae_in_float32(pipe)
+    assert pipe.vae.dtype == torch.float32 and pipe.unet.dtype == torch.float16
