@@ -10,7 +10,6 @@ views; the per-view index embedding is what tells views apart.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 

@@ -13,7 +13,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import BAD_INPUT, OUT_OF_MEMORY, MVDPPError
 from ..models.mask_vae import decode_rgba
-from ..rig import MAX_CONDITION_VIEWS, NUM_RIG_VIEWS, Camera, rig_cameras
+from ..rig import MAX_CONDITION_VIEWS, NUM_RIG_VIEWS, rig_cameras
 from .inputs import build_unet_inputs, encode_condition, split_views
 from .schedulers import make_scheduler, scheduler_name
 
