@@ -507,13 +507,14 @@ def menu_import(self, context):
     self.layout.operator(MVDPP_OT_import_result.bl_idname, text="MVD++ Result (folder)")
 
 
+register_classes, unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    register_classes()
     bpy.types.TOPBAR_MT_file_import.append(menu_import)
 
 
 def unregister():
     bpy.types.TOPBAR_MT_file_import.remove(menu_import)
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    unregister_classes()

@@ -173,11 +173,4 @@ def _wrap(text: str, width: int) -> list[str]:
 classes = (MVDPP_UL_reference_images, MVDPP_PT_main, MVDPP_PT_settings, MVDPP_PT_result)
 
 
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

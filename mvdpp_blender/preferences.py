@@ -128,11 +128,4 @@ class MVDPP_AddonPreferences(bpy.types.AddonPreferences):
 classes = (MVDPP_AddonPreferences,)
 
 
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -72,9 +72,11 @@ class MVDPP_Status(bpy.types.PropertyGroup):
 classes = (MVDPP_ReferenceImage, MVDPP_SceneSettings, MVDPP_Status)
 
 
+register_classes, unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    register_classes()
     bpy.types.Scene.mvdpp = PointerProperty(type=MVDPP_SceneSettings)
     bpy.types.WindowManager.mvdpp_status = PointerProperty(type=MVDPP_Status)
 
@@ -82,5 +84,4 @@ def register():
 def unregister():
     del bpy.types.WindowManager.mvdpp_status
     del bpy.types.Scene.mvdpp
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    unregister_classes()

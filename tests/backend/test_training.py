@@ -292,7 +292,7 @@ def test_a_unet_stage_revives_a_dead_view_embedding_and_calibrates_the_latent_sc
     assert {name: p.across_views for name, p in unet.body.attn_processors.items() if ".attn1." in name} == {
         name: name.startswith("down_blocks.0") or name.startswith("up_blocks.1")
         for name in unet.body.attn_processors if ".attn1." in name}
-    assert float(unet.view_embedding_scale.detach()) == 1.0 and 0.05 < float(unet.view_embedding.weight.std()) < 0.2
+    assert float(unet.view_embedding_scale.detach()) == 1.0 and 0.05 < float(unet.view_embedding.weight.detach().std()) < 0.2
     assert vae.config.scaling_factor != 0.01
     batch = next(trainer.batches())
     images = torch.cat([batch["cond"].flatten(0, 1), batch["gen"].flatten(0, 1)])
