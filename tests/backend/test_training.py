@@ -308,3 +308,19 @@ def test_a_unet_stage_revives_a_dead_view_embedding_and_calibrates_the_latent_sc
     assert list(again.pipe.unet.config.global_attention_levels) == [0]  # saved with the model
     with pytest.raises(MVDPPError, match="levels 0-1"):
         Trainer(tiny_settings(tmp_path / "run3", init_from=str(source), global_attention_levels=[2]), quiet=True).setup()
+
+
+def test_running_out_of_gpu_memory_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """A batch too large for the GPU is a setting to change: the command says which, exits 2 and
+    prints no traceback."""
+    def out_of_memory(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 432.00 MiB.")
+
+    monkeypatch.setattr(Trainer, "train", out_of_memory)
+    rc = main(["train", "--stage", "unet-v-mixed", "--preset", "tiny", "--device", "cpu", "--output", str(tmp_path / "run"),
+               "--batch-size", "256"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "ran out of memory training unet-v-mixed at --batch-size 256" in err
+    assert "hint: Lower --batch-size" in err and "--resume" in err
+    assert "Traceback" not in err and "internal error" not in err
