@@ -237,6 +237,25 @@ def test_latent_cache_matches_the_image_path(tmp_path):
     assert torch.isfinite(loss)
 
 
+def test_filling_the_cache_in_chunks_stores_every_object_at_its_place(monkeypatch):
+    """A cache epoch rendered now is stored a chunk of objects at a time (one VAE call per chunk);
+    with chunks of 2 over 3 objects (a full chunk and a remainder) every object lands where one
+    at a time would put it."""
+    from mvdpp.training import object_cache
+
+    def filled(chunk):
+        monkeypatch.setattr(object_cache, "STORE_CHUNK", chunk)
+        cache = object_cache.DeviceObjectCache(3, 10, 64, seed=5, rank=0, world_size=1, device=torch.device("cpu"),
+                                               log=lambda *a: None)
+        cache.fill(0)
+        return cache
+
+    chunked, single = filled(2), filled(1)
+    assert torch.equal(chunked.object_seed, single.object_seed) and len(set(chunked.object_seed.tolist())) == 3
+    assert torch.equal(chunked.cond, single.cond) and torch.equal(chunked.rig, single.rig)
+    assert all(chunked.rig[i].float().std() > 0 for i in range(3))  # every slot was written
+
+
 def test_export_never_replaces_a_folder_that_is_not_a_pipeline(tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()

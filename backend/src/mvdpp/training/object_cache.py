@@ -30,6 +30,8 @@ from ..rig import MAX_CONDITION_VIEWS, NUM_RIG_VIEWS
 
 _CACHE_SALT = 0x63616368
 VIEWS_KEPT = 8
+#: Objects put on the device (and through the VAE) per call when a cache epoch is filled.
+STORE_CHUNK = 16
 
 
 class ObjectRenders(torch.utils.data.IterableDataset):
@@ -106,15 +108,17 @@ class DeviceObjectCache:
         return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
                                            pin_memory=self.device.type == "cuda" and not self.prefetch, **extra)
 
-    def _store(self, where: slice, rig: torch.Tensor, cond: torch.Tensor, seeds: torch.Tensor) -> None:
-        """Objects ``where`` of the device cache from host tensors (N, V, H, W, 4) uint8."""
-        self.cond[where].copy_(cond, non_blocking=True)
+    def _store(self, where: slice | torch.Tensor, rig: torch.Tensor, cond: torch.Tensor, seeds: torch.Tensor) -> None:
+        """Objects ``where`` (a slice or a tensor of positions) of the device cache from host
+        tensors (N, V, H, W, 4) uint8."""
+        index = where if isinstance(where, slice) else where.to(self.device)
+        self.cond[index] = cond.to(self.device, non_blocking=True)
         if self.vae is None:
-            self.rig[where].copy_(rig, non_blocking=True)
+            self.rig[index] = rig.to(self.device, non_blocking=True)
         else:
             count = rig.shape[0]
-            self.rig_latents[where] = self._encode(rig.flatten(0, 1)).unflatten(0, (count, NUM_RIG_VIEWS))
-            self.cond_latents[where] = self._encode(cond.flatten(0, 1)).unflatten(0, (count, MAX_CONDITION_VIEWS))
+            self.rig_latents[index] = self._encode(rig.flatten(0, 1)).unflatten(0, (count, NUM_RIG_VIEWS))
+            self.cond_latents[index] = self._encode(cond.flatten(0, 1)).unflatten(0, (count, MAX_CONDITION_VIEWS))
         self.object_seed[where] = seeds
 
     def render_to_host(self, epoch: int, stop: threading.Event | None = None) -> dict | None:
@@ -138,21 +142,42 @@ class DeviceObjectCache:
         pending, self._pending = self._pending, None
         if pending is not None and pending.epoch == epoch:
             host = pending.result()
-            for i in range(0, self.objects, 16):
-                where = slice(i, min(i + 16, self.objects))
+            waited = time.monotonic() - start
+            for i in range(0, self.objects, STORE_CHUNK):
+                where = slice(i, min(i + STORE_CHUNK, self.objects))
                 self._store(where, host["rig"][where], host["cond"][where], host["seeds"][where])
-            how = "prefetched"
+            how = f"prefetched (waited {waited:.1f} s for its rendering)"
         else:
             if pending is not None:
                 pending.cancel()
-            for position, rig, cond, object_seed in self._loader(epoch):
-                self._store(slice(position, position + 1), rig[None], cond[None], torch.tensor([object_seed]))
+            self._render_and_store(epoch)
             how = "rendered"
         self.epoch = epoch
         encoded = "" if self.vae is None else " and encoded"
         self.log(f"object cache: {how}{encoded} {self.objects} objects (epoch {epoch}) in {time.monotonic() - start:.1f} s")
         if self.prefetch:
             self._pending = _Prefetch(self, epoch + 1)
+
+    def _render_and_store(self, epoch: int) -> None:
+        """Render ``epoch`` now, storing objects STORE_CHUNK at a time (the VAE encodes hundreds
+        of views per call instead of one object's 42). Workers deliver objects out of order, so
+        a chunk is whatever arrived, each object stored at its own position."""
+        pending: list[tuple[int, torch.Tensor, torch.Tensor, int]] = []
+
+        def flush():
+            positions = torch.tensor([p for p, _, _, _ in pending])
+            rig = torch.stack([r for _, r, _, _ in pending])
+            cond = torch.stack([c for _, _, c, _ in pending])
+            seeds = torch.tensor([o for _, _, _, o in pending])
+            self._store(positions, rig, cond, seeds)
+            pending.clear()
+
+        for item in self._loader(epoch):
+            pending.append(item)
+            if len(pending) == STORE_CHUNK:
+                flush()
+        if pending:
+            flush()
 
     def close(self) -> None:
         """Stop a background prefetch (at the end of a run)."""
