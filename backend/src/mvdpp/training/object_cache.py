@@ -162,21 +162,21 @@ class DeviceObjectCache:
         """Render ``epoch`` now, storing objects STORE_CHUNK at a time (the VAE encodes hundreds
         of views per call instead of one object's 42). Workers deliver objects out of order, so
         a chunk is whatever arrived, each object stored at its own position."""
-        pending: list[tuple[int, torch.Tensor, torch.Tensor, int]] = []
+        arrived: list[tuple[int, torch.Tensor, torch.Tensor, int]] = []
 
         def flush():
-            positions = torch.tensor([p for p, _, _, _ in pending])
-            rig = torch.stack([r for _, r, _, _ in pending])
-            cond = torch.stack([c for _, _, c, _ in pending])
-            seeds = torch.tensor([o for _, _, _, o in pending])
+            positions = torch.tensor([p for p, _, _, _ in arrived])
+            rig = torch.stack([r for _, r, _, _ in arrived])
+            cond = torch.stack([c for _, _, c, _ in arrived])
+            seeds = torch.tensor([o for _, _, _, o in arrived])
             self._store(positions, rig, cond, seeds)
-            pending.clear()
+            arrived.clear()
 
         for item in self._loader(epoch):
-            pending.append(item)
-            if len(pending) == STORE_CHUNK:
+            arrived.append(item)
+            if len(arrived) == STORE_CHUNK:
                 flush()
-        if pending:
+        if arrived:
             flush()
 
     def close(self) -> None:
