@@ -13,7 +13,8 @@ written with `--log-objects`. Prints a Markdown table for BENCHMARKS.md:
 * throughput: median samples/s of each run's log windows (the first `--skip-windows` are
   start-up: cache rendering, compilation) and their ratio.
 
-Reads only log.jsonl and objects-rank*.jsonl; needs numpy, not torch.
+Reads only log.jsonl (through mvdpp's RunFolder: run with PYTHONPATH=backend/src or the
+package installed) and objects-rank*.jsonl; needs numpy, not torch.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mvdpp.training.run_folder import RunFolder
 
-def read_log(run: Path, kind: str = "train") -> list[dict]:
-    path = run / "log.jsonl"
-    if not path.is_file():
-        raise SystemExit(f"error: {path} does not exist; pass an `mvdpp train --output` folder.")
-    return [r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip()) if r.get("kind") == kind]
+
+def read_log(run: Path) -> list[dict]:
+    folder = RunFolder(run)
+    if not folder.log_path.is_file():
+        raise SystemExit(f"error: {folder.log_path} does not exist; pass an `mvdpp train --output` folder.")
+    return folder.read_log("train")
 
 
 def objects_per_rank(run: Path) -> dict[int, set[int]]:

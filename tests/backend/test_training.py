@@ -340,6 +340,6 @@ def test_running_out_of_gpu_memory_is_a_clear_error(tmp_path, monkeypatch, capsy
                "--batch-size", "256"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert "ran out of memory training unet-v-mixed at --batch-size 256" in err
+    assert "The GPU ran out of memory while training unet-v-mixed at --batch-size 256" in err
     assert "hint: Lower --batch-size" in err and "--resume" in err
     assert "Traceback" not in err and "internal error" not in err

@@ -95,18 +95,15 @@ def run(args) -> int:
         folder = export_run(args.output, args.export)
         print(f"exported {folder}")
         return 0
-    import torch
-
-    from ..errors import OUT_OF_MEMORY
+    from ..service.job import translate_out_of_memory
     from ..training.trainer import Trainer
 
-    try:
+    # A too-large batch is a setting to change, not a bug: say which and what keeps the work.
+    with translate_out_of_memory(f"training {settings.stage} at --batch-size {settings.global_batch()}", hint=TRAIN_OOM_HINT):
         Trainer(settings, resume=args.resume).train()
-    except torch.OutOfMemoryError as exc:
-        # A too-large batch is a setting to change, not a bug: say which and what keeps the work.
-        raise MVDPPError(OUT_OF_MEMORY,
-                         f"The GPU ran out of memory training {settings.stage} at --batch-size {settings.global_batch()}.",
-                         "Lower --batch-size (halve it), add --gradient-checkpointing, or lower --cache-objects. "
-                         "unet-v-mixed needs about twice the memory of the single-view stages (up to 10 condition "
-                         "views per object). Checkpoints already written are kept: rerun with --resume.") from exc
     return 0
+
+
+TRAIN_OOM_HINT = ("Lower --batch-size (halve it), add --gradient-checkpointing, or lower --cache-objects. "
+                  "unet-v-mixed needs about twice the memory of the single-view stages (up to 10 condition "
+                  "views per object). Checkpoints already written are kept: rerun with --resume.")

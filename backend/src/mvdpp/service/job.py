@@ -247,9 +247,11 @@ OUT_OF_MEMORY_HINT_LOW_VRAM = ("Low-VRAM mode is already on: close other program
 
 
 @contextlib.contextmanager
-def translate_out_of_memory(what: str, low_vram: bool = False):
-    """Turn running out of GPU (or host) memory into a clear MVDPPError with advice."""
-    hint = OUT_OF_MEMORY_HINT_LOW_VRAM if low_vram else OUT_OF_MEMORY_HINT
+def translate_out_of_memory(what: str, low_vram: bool = False, hint: str | None = None):
+    """Turn running out of GPU (or host) memory into a clear MVDPPError with advice: ``hint``,
+    or by default the generate job's (low-VRAM mode, fewer inputs)."""
+    host_hint = hint or "Close other programs, or use fewer input images."
+    hint = hint or (OUT_OF_MEMORY_HINT_LOW_VRAM if low_vram else OUT_OF_MEMORY_HINT)
     try:
         yield
     except MVDPPError as exc:
@@ -259,8 +261,7 @@ def translate_out_of_memory(what: str, low_vram: bool = False):
         raise MVDPPError(errors.OUT_OF_MEMORY, f"The GPU ran out of memory while {what}.", hint) from exc
     except MemoryError as exc:
         gc.collect()
-        raise MVDPPError(errors.OUT_OF_MEMORY, f"The computer ran out of memory while {what}.",
-                         "Close other programs, or use fewer input images.") from exc
+        raise MVDPPError(errors.OUT_OF_MEMORY, f"The computer ran out of memory while {what}.", host_hint) from exc
     except RuntimeError as exc:
         if "out of memory" not in str(exc).lower():
             raise
