@@ -28,21 +28,42 @@ def logged_losses(run_dir) -> list[float]:
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
-def test_each_stage_overfits_one_batch(tmp_path, stage):
+def test_each_stage_overfits_one_batch(tmp_path, stage, tiny_checkpoint):
     """Every stage's step runs on a real rendered batch, and repeating one batch with the same
     noise drives its loss down (the gradients reach the trained weights with the right sign)."""
-    trainer = Trainer(tiny_settings(tmp_path, stage, learning_rate=3e-3), quiet=True)
+    start = {"init_from": str(tiny_checkpoint)} if stage == "vae-decoder" else {}  # it needs a VAE to start from
+    trainer = Trainer(tiny_settings(tmp_path, stage, learning_rate=3e-3, **start), quiet=True)
     trainer.setup()
     batch = next(trainer.batches())
     assert batch["gen"].shape == (1, 8, 4, 64, 64) and batch["gen_view_ids"].shape == (1, 8)
-    if stage == "vae":  # the VAE step is the slow one on the CPU: 3 of the 8 views suffice
+    if stage.startswith("vae"):  # the VAE step is the slow one on the CPU: 3 of the 8 views suffice
         batch = {**batch, "gen": batch["gen"][:, :3]}
     losses = [float(trainer.train_step(batch, randomness_of_step=0)[0]) for _ in range(10)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert min(losses[-3:]) < 0.7 * losses[0], losses
     assert trainer.state.step == 10
-    expected_trained = {"vae"} if stage == "vae" else {"unet", "image_encoder"}
+    expected_trained = {"vae"} if stage.startswith("vae") else {"unet", "image_encoder"}
     assert set(trainer.trained_names) == expected_trained
+
+
+def test_vae_decoder_stage_keeps_the_encoder_and_its_latents_bit_identical(tmp_path, tiny_checkpoint):
+    """vae-decoder trains the decoder (and the exported EMA weights move) while the encoder, and
+    so every latent a trained UNet learned, stays exactly as it was."""
+    trainer = Trainer(tiny_settings(tmp_path, "vae-decoder", learning_rate=3e-3, max_steps=3, export=str(tmp_path / "export"),
+                                    init_from=str(tiny_checkpoint)), quiet=True)
+    trainer.setup()
+    vae = trainer.pipe.vae
+    encoder_before = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    decoder_before = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
+    trainer.train()
+    assert all(torch.equal(encoder_before[k], v) for k, v in vae.encoder.state_dict().items())
+    assert any(not torch.equal(decoder_before[k], v) for k, v in vae.decoder.state_dict().items())
+
+    from diffusers import AutoencoderKL
+
+    exported = AutoencoderKL.from_pretrained(tmp_path / "export", subfolder="vae")  # fp16 on disk
+    assert all(torch.equal(encoder_before[k].half(), v.half()) for k, v in exported.encoder.state_dict().items())
+    assert any(not torch.equal(decoder_before[k].half(), v.half()) for k, v in exported.decoder.state_dict().items())
 
 
 def logged_objects(run_dir) -> list[list[int]]:
@@ -146,6 +167,12 @@ def test_user_errors_are_clear(tmp_path):
         Trainer(tiny_settings(tmp_path, init_from=str(tmp_path)), quiet=True).setup()
     with pytest.raises(MVDPPError, match="unknown model preset"):
         tiny_settings(tmp_path, preset="huge").validate()
+    with pytest.raises(MVDPPError, match="vae-decoder fine-tunes the decoder of a trained VAE"):
+        Trainer(tiny_settings(tmp_path / "fresh", "vae-decoder"), quiet=True).setup()
+    # Refused at once, not after minutes of rendering and a crash inside torch.compile.
+    with pytest.raises(MVDPPError, match="--compile does not work with stage unet-v-mixed"):
+        tiny_settings(tmp_path, "unet-v-mixed", compile=True).validate()
+    tiny_settings(tmp_path, "unet-v-single", compile=True).validate()
 
 
 def test_resume_refuses_another_stage(resumed_runs):

@@ -44,8 +44,10 @@ class EMA:
     @torch.no_grad()
     def copy_to(self, modules: dict[str, nn.Module]) -> None:
         """Write the averaged weights into ``modules`` (e.g. fresh copies used for export)."""
-        for shadow, param in zip(self.shadow, self._params(modules), strict=True):
-            param.copy_(shadow.to(param.dtype))
+        # By name: a fresh copy's parameters all require grad, whatever was frozen in training.
+        params = {f"{prefix}.{name}": p for prefix, m in modules.items() for name, p in m.named_parameters()}
+        for name, shadow in zip(self.names, self.shadow, strict=True):
+            params[name].copy_(shadow.to(params[name].dtype))
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "num_updates": self.num_updates, "names": list(self.names), "shadow": [s.clone() for s in self.shadow]}

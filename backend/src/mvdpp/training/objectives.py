@@ -24,31 +24,45 @@ from .stages import Stage
 MASK_LOGIT_SCALE = 4.0
 KL_WEIGHT = 1e-6
 MASK_BCE_WEIGHT = 0.1
+#: The vae-decoder stage adds the L1 averaged over the object's pixels only: objects cover a
+#: small part of a view, so in the plain mean a wrong hue on the object (the first embedded VAE
+#: turned yellow into brown) costs little next to the white background it already gets right.
+OBJECT_L1_WEIGHT = 1.0
 
 
 class VAERoundTrip(nn.Module):
     """encode -> sample -> decode as one ``forward``, so DDP (which only wraps ``forward``)
     sees the whole VAE step and synchronises its gradients."""
 
-    def __init__(self, vae: nn.Module):
+    def __init__(self, vae: nn.Module, decoder_only: bool = False):
         super().__init__()
         self.vae = vae
+        self.decoder_only = decoder_only
 
     def forward(self, images: torch.Tensor, generator: torch.Generator):
-        posterior = self.vae.encode(images).latent_dist
-        latents = posterior.sample(generator)
+        # decoder_only: no gradient reaches the encoder, so its weights (and the latents the UNet
+        # learned) stay bit-identical; AdamW skips parameters without a gradient.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.decoder_only):
+            posterior = self.vae.encode(images).latent_dist
+            # Sampled, not the mean: the decoder also sees latents a little off the encoder's,
+            # as a UNet's generated latents are.
+            latents = posterior.sample(generator)
         decoded = self.vae.decode(latents).sample
         kl = posterior.kl().mean() / latents[0].numel()
         return decoded, kl
 
 
 class VAEObjective:
-    """Mask-aware VAE: L1 on RGBA (clamped as the pipeline decodes), BCE on the mask, small KL."""
+    """Mask-aware VAE: L1 on RGBA (clamped as the pipeline decodes), BCE on the mask, small KL.
 
-    def __init__(self, pipe, stage: Stage):
+    ``decoder_only`` (stage vae-decoder): the encoder is frozen, the KL term (an encoder loss)
+    is dropped and the L1 over the object's pixels is added (``OBJECT_L1_WEIGHT``)."""
+
+    def __init__(self, pipe, stage: Stage, decoder_only: bool = False):
         self.pipe = pipe
         self.stage = stage
-        self.round_trip = VAERoundTrip(pipe.vae)
+        self.decoder_only = decoder_only
+        self.round_trip = VAERoundTrip(pipe.vae, decoder_only=decoder_only)
 
     def trained_modules(self) -> dict[str, nn.Module]:
         """The pipeline components whose weights train (EMA, export)."""
@@ -57,6 +71,13 @@ class VAEObjective:
     def training_modules(self) -> dict[str, nn.Module]:
         """What the trainer wraps (accelerate.prepare) and calls: the same parameters."""
         return {"vae": self.round_trip}
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the trained modules that stay fixed (the encoder, for vae-decoder)."""
+        if not self.decoder_only:
+            return []
+        vae = self.pipe.vae
+        return [*vae.encoder.parameters(), *(vae.quant_conv.parameters() if vae.quant_conv is not None else [])]
 
     def frozen_modules(self) -> dict[str, nn.Module]:
         return {"unet": self.pipe.unet, "image_encoder": self.pipe.image_encoder}
@@ -72,11 +93,17 @@ class VAEObjective:
         decoded, kl = round_trip(images, generator)
         decoded, kl = decoded.float(), kl.float()
         target = images.float()
-        l1 = (decoded.clamp(-1, 1) - target).abs().mean()
+        error = (decoded.clamp(-1, 1) - target).abs()
+        l1 = error.mean()
         mask_target = (target[:, 3] + 1.0) / 2.0
         bce = F.binary_cross_entropy_with_logits(decoded[:, 3] * MASK_LOGIT_SCALE, mask_target)
-        loss = l1 + MASK_BCE_WEIGHT * bce + KL_WEIGHT * kl
-        return loss, {"l1": l1.detach(), "mask_bce": bce.detach(), "kl": kl.detach()}
+        metrics = {"l1": l1.detach(), "mask_bce": bce.detach(), "kl": kl.detach()}
+        if not self.decoder_only:
+            return l1 + MASK_BCE_WEIGHT * bce + KL_WEIGHT * kl, metrics
+        weight = mask_target[:, None]
+        object_l1 = (error * weight).sum() / (weight.sum() * error.shape[1]).clamp(min=1.0)
+        metrics["object_l1"] = object_l1.detach()
+        return l1 + OBJECT_L1_WEIGHT * object_l1 + MASK_BCE_WEIGHT * bce, metrics
 
 
 class UNetObjective:
@@ -101,6 +128,9 @@ class UNetObjective:
 
     def training_modules(self) -> dict[str, nn.Module]:
         return self.trained_modules()
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        return []
 
     def frozen_modules(self) -> dict[str, nn.Module]:
         frozen = {"vae": self.pipe.vae}
@@ -207,5 +237,5 @@ def _is_trainable_encoder(encoder: nn.Module) -> bool:
 
 def make_objective(pipe, stage: Stage, condition_dropout: float):
     if stage.trains == "vae":
-        return VAEObjective(pipe, stage)
+        return VAEObjective(pipe, stage, decoder_only=stage.name == "vae-decoder")
     return UNetObjective(pipe, stage, condition_dropout)

@@ -4,6 +4,8 @@ The paper trains the UNet in three stages (PAPER.md, "Training"); this project a
 stage for its own mask-aware VAE, because the embedded preset trains everything from scratch:
 
     vae              RGBA in / RGBA out autoencoder: reconstruction + mask BCE + KL
+    vae-decoder      the VAE's decoder alone, encoder frozen: the latents every UNet stage
+                     learned stay exactly the same, so a trained UNet keeps working with it
     unet-eps-single  epsilon-prediction, one condition view
     unet-v-single    v-prediction, one condition view       (--init-from the previous stage)
     unet-v-mixed     v-prediction, 50% one view / 50% 2-10 views (--init-from the previous stage)
@@ -40,6 +42,8 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("vae", "vae", None, "single", 1e-4, "mask-aware VAE: RGBA reconstruction, mask BCE, KL"),
+        Stage("vae-decoder", "vae", None, "single", 1e-4,
+              "VAE decoder only (encoder frozen, latents unchanged): RGBA reconstruction with extra weight on the object, mask BCE"),
         Stage("unet-eps-single", "unet", "epsilon", "single", 1e-4, "UNet, epsilon-prediction, one condition view"),
         Stage("unet-v-single", "unet", "v_prediction", "single", 5e-5, "UNet, v-prediction, one condition view"),
         Stage("unet-v-mixed", "unet", "v_prediction", "mixed", 5e-5, "UNet, v-prediction, 50% one view / 50% 2-10 views"),
@@ -153,6 +157,13 @@ class TrainSettings:
         if self.data == "cache-latents" and self.resolved_stage().trains != "unet":
             raise MVDPPError(BAD_INPUT, "--data cache-latents needs a frozen VAE: it serves the UNet stages only.",
                              "Use --data cache for the vae stage.")
+        stage = self.resolved_stage()
+        if self.compile and stage.trains == "unet" and stage.condition_mode != "single":
+            # Measured: PyTorch's dynamic-shape compile of this UNet fails inside inductor, and
+            # static shapes would recompile for each of the 10 condition counts.
+            raise MVDPPError(BAD_INPUT, f"--compile does not work with stage {stage.name}: it draws 1-10 condition views per "
+                             "batch, and the compiled UNet needs one fixed count.",
+                             "Train this stage without --compile; the single-view stages compile (1.3-1.7x faster steps).")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise MVDPPError(BAD_INPUT, f"--max-minutes must be positive (got {self.max_minutes}).", "Leave it out for no time limit.")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):

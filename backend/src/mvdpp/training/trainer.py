@@ -114,6 +114,9 @@ class Trainer:
             self.pipe, folder = load_pipeline(s.init_from)
             self._continue_from_export(folder)
         else:
+            if self.stage.name == "vae-decoder":
+                raise MVDPPError(BAD_INPUT, "vae-decoder fine-tunes the decoder of a trained VAE, and this run has none.",
+                                 "Start it with --init-from a pipeline folder (an --export or the shipped weights).")
             from ..presets import build_pipeline
 
             self.pipe = build_pipeline(s.preset, seed=s.seed, prediction_type=self.stage.prediction_type or "epsilon")
@@ -138,11 +141,13 @@ class Trainer:
                 module.enable_gradient_checkpointing()
             if s.channels_last:
                 module.to(memory_format=torch.channels_last)
+        for parameter in self.objective.frozen_parameters():
+            parameter.requires_grad_(False)
         self.trained_names = list(trained)
         self.ema = EMA(trained, decay=s.ema_decay)
 
         training = self.objective.training_modules()  # same parameters, possibly in a wrapper
-        params = [p for m in trained.values() for p in m.parameters()]
+        params = [p for m in trained.values() for p in m.parameters() if p.requires_grad]
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(params, lr=s.lr(), betas=tuple(s.adam_betas), weight_decay=s.weight_decay,
                                            fused=fused, foreach=None if fused else True)
