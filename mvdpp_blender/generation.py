@@ -17,7 +17,7 @@ from .preferences import get_preferences
 
 MAX_REFERENCE_IMAGES = 10
 SETTING_KEYS = ("steps", "guidance", "seed", "scheduler", "mesh_detail", "import_views", "import_mesh")
-DEFAULT_SETTINGS = {"steps": 30, "guidance": 3.0, "seed": None, "scheduler": "auto", "mesh_detail": "auto",
+DEFAULT_SETTINGS = {"steps": 30, "guidance": 6.0, "seed": None, "scheduler": "auto", "mesh_detail": "auto",
                     "import_views": True, "import_mesh": True,
                     # text to 3D only; None: the text-to-image model's defaults (1 step, no guidance for Turbo models)
                     "t2i_steps": None, "t2i_guidance": None}

@@ -46,7 +46,7 @@ class MVDPP_SceneSettings(bpy.types.PropertyGroup):
 
     steps: IntProperty(name="Steps", description="Denoising steps: more is slower and finer", default=30, min=1, max=200)
     guidance: FloatProperty(name="Guidance", description="How closely the views follow the reference images",
-                            default=3.0, min=1.0, max=20.0, step=10, precision=1)
+                            default=6.0, min=1.0, max=20.0, step=10, precision=1)
     seed: IntProperty(name="Seed", description="Same seed and settings give the same result", default=0, min=0)
     random_seed: BoolProperty(name="Random Seed", description="Pick a new seed for every generation", default=False)
     scheduler: EnumProperty(name="Scheduler", items=SCHEDULERS, default="auto")

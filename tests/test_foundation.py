@@ -78,3 +78,20 @@ def test_extension_installs_and_enables_in_blender(extension_zip, run_blender):
     # Blender installed the bundled backend wheel into the extensions' shared site-packages
     wheel_line = next(line for line in proc.stdout.splitlines() if line.startswith("WHEEL_FILES"))
     assert "mvdpp/rig.py" in wheel_line, proc.stdout
+
+
+def test_extension_defaults_match_the_backend():
+    """The extension cannot import the backend, so it repeats the generate defaults; they must agree."""
+    import ast
+
+    from mvdpp.protocol import DEFAULT_GUIDANCE
+    from mvdpp.service.job import GenerateSettings
+
+    tree = ast.parse((ROOT / "mvdpp_blender" / "generation.py").read_text())
+    assigned = {t.id: node.value for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                if isinstance(t, ast.Name)}
+    extension = ast.literal_eval(assigned["DEFAULT_SETTINGS"])
+    assert extension["guidance"] == DEFAULT_GUIDANCE == GenerateSettings().guidance
+    assert extension["steps"] == GenerateSettings().steps
+    properties = (ROOT / "mvdpp_blender" / "properties.py").read_text()
+    assert f"default={DEFAULT_GUIDANCE}, min=1.0" in properties  # the sidebar's Guidance field

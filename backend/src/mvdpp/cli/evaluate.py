@@ -7,6 +7,7 @@ HELP = ("score a checkpoint on an evaluation set: views (PSNR, SSIM, LPIPS) and 
 
 
 def add_arguments(parser) -> None:
+    from ..protocol import DEFAULT_GUIDANCE
     from ..rig import MAX_CONDITION_VIEWS
     from ..service.job import DEVICES, MESH_QUALITIES, SCHEDULERS
 
@@ -15,7 +16,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--inputs", type=int, nargs="+", default=[1, 4], metavar="N",
                         help=f"numbers of input views to evaluate, each 1-{MAX_CONDITION_VIEWS} (default: 1 4)")
     parser.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
-    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3.0)")
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                        help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE})")
     parser.add_argument("--scheduler", choices=tuple(SCHEDULERS), default=None, help="sampler (default: the checkpoint's own)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; each object's seed derives from it (default 0)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default: CUDA when available, else the CPU")
@@ -43,6 +45,7 @@ def add_arguments(parser) -> None:
 
 def _check_arguments(args) -> None:
     from ..errors import BAD_INPUT, MVDPPError
+    from ..protocol import DEFAULT_GUIDANCE
     from ..rig import MAX_CONDITION_VIEWS
 
     def bad(message: str, hint: str) -> MVDPPError:
@@ -53,7 +56,7 @@ def _check_arguments(args) -> None:
     if not 1 <= args.steps <= 1000:
         raise bad(f"--steps {args.steps} is not in 1..1000", "30 is a good default")
     if not 0 <= args.guidance <= 50:
-        raise bad(f"--guidance {args.guidance} is not in 0..50", "3.0 is a good default")
+        raise bad(f"--guidance {args.guidance} is not in 0..50", f"{DEFAULT_GUIDANCE} is a good default")
     for name in ("mesh_grid", "surface_samples", "iou_resolution"):
         value = getattr(args, name)
         if value is not None and value < 8:

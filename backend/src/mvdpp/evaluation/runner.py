@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import metrics
+from ..protocol import DEFAULT_GUIDANCE
 from .baselines import RECONSTRUCTION_MIN_VIEWS, MeshSettings, inputs_only, reconstruct_views, upper_bound
 from .evalset_reader import find_objects
 from .generation import generate_views, object_seed
@@ -38,7 +39,7 @@ def _stderr(message: str) -> None:
 class EvalSettings:
     input_counts: list[int] = field(default_factory=lambda: [1, 4])
     steps: int = 30
-    guidance: float = 3.0
+    guidance: float = DEFAULT_GUIDANCE
     seed: int = 0
     scheduler: str | None = None  # None: the checkpoint's own sampler
     normalise_inputs: bool = False  # re-frame inputs as `mvdpp generate` frames user photos

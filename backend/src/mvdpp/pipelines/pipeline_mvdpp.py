@@ -13,6 +13,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import BAD_INPUT, OUT_OF_MEMORY, MVDPPError
 from ..models.mask_vae import decode_rgba
+from ..protocol import DEFAULT_GUIDANCE
 from ..rig import MAX_CONDITION_VIEWS, NUM_RIG_VIEWS, rig_cameras
 from .inputs import build_unet_inputs, encode_condition, split_views
 from .schedulers import make_scheduler, scheduler_name
@@ -145,7 +146,7 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
         self,
         images,
         num_inference_steps: int = 30,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = DEFAULT_GUIDANCE,
         generator: torch.Generator | None = None,
         view_ids=None,
         callback_on_step_end=None,

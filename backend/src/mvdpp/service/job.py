@@ -28,6 +28,7 @@ from typing import Callable
 from .. import __version__, errors, result
 from ..errors import JobCancelled, MVDPPError
 from ..paths import default_checkpoint
+from ..protocol import DEFAULT_GUIDANCE
 from . import images as image_inputs
 from .safe_loading import check_pipeline_folder
 
@@ -57,7 +58,7 @@ def _never() -> bool:
 @dataclass
 class GenerateSettings:
     steps: int = 30
-    guidance: float = 3.0
+    guidance: float = DEFAULT_GUIDANCE
     seed: int | None = None  # None: a random seed, recorded in meta.json
     scheduler: str | None = None  # None: the checkpoint's own sampler
     mesh: bool = True
@@ -71,7 +72,7 @@ class GenerateSettings:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
             raise bad(f"steps must be an integer from 1 to 1000, not {self.steps!r}.", "30 is a good default.")
         if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not 0 <= self.guidance <= 50:
-            raise bad(f"guidance must be a number from 0 to 50, not {self.guidance!r}.", "3.0 is a good default.")
+            raise bad(f"guidance must be a number from 0 to 50, not {self.guidance!r}.", f"{DEFAULT_GUIDANCE} is a good default.")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
             raise bad(f"seed must be a non-negative integer or null, not {self.seed!r}.", "Leave it out for a random seed.")
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
