@@ -13,6 +13,8 @@ from bpy.props import (
     StringProperty,
 )
 
+from .generation import DEFAULT_SETTINGS
+
 SCHEDULERS = [
     ("auto", "Checkpoint Default", "The sampler the checkpoint was trained and tuned with"),
     ("dpm++", "DPM++", "DPM-Solver++ multistep: good views in few steps"),
@@ -44,9 +46,9 @@ class MVDPP_SceneSettings(bpy.types.PropertyGroup):
     images: CollectionProperty(type=MVDPP_ReferenceImage)
     active_image_index: IntProperty(name="Active Reference Image", default=0)
 
-    steps: IntProperty(name="Steps", description="Denoising steps: more is slower and finer", default=30, min=1, max=200)
+    steps: IntProperty(name="Steps", description="Denoising steps: more is slower and finer", default=DEFAULT_SETTINGS["steps"], min=1, max=200)
     guidance: FloatProperty(name="Guidance", description="How closely the views follow the reference images",
-                            default=6.0, min=1.0, max=20.0, step=10, precision=1)
+                            default=DEFAULT_SETTINGS["guidance"], min=1.0, max=20.0, step=10, precision=1)
     seed: IntProperty(name="Seed", description="Same seed and settings give the same result", default=0, min=0)
     random_seed: BoolProperty(name="Random Seed", description="Pick a new seed for every generation", default=False)
     scheduler: EnumProperty(name="Scheduler", items=SCHEDULERS, default="auto")

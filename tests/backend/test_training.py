@@ -31,7 +31,7 @@ def logged_losses(run_dir) -> list[float]:
 def test_each_stage_overfits_one_batch(tmp_path, stage, tiny_checkpoint):
     """Every stage's step runs on a real rendered batch, and repeating one batch with the same
     noise drives its loss down (the gradients reach the trained weights with the right sign)."""
-    start = {"init_from": str(tiny_checkpoint)} if stage == "vae-decoder" else {}  # it needs a VAE to start from
+    start = {"init_from": str(tiny_checkpoint)} if STAGES[stage].decoder_only else {}  # it needs a VAE to start from
     trainer = Trainer(tiny_settings(tmp_path, stage, learning_rate=3e-3, **start), quiet=True)
     trainer.setup()
     batch = next(trainer.batches())

@@ -19,6 +19,15 @@ from .inputs import build_unet_inputs, encode_condition, split_views
 from .schedulers import make_scheduler, scheduler_name
 
 
+def decoded_to_uint8(rgba: torch.Tensor) -> np.ndarray:
+    """Decoded RGBA (N, 4, H, W) in [-1, 1] -> the pipeline's uint8 views (N, H, W, 4)."""
+    array = ((rgba.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    # The decoded mask cuts the object out: where it says "background", the colour is white
+    # (the project's RGBA convention), whatever the RGB decoder produced there.
+    array[array[..., 3] == 0, :3] = 255
+    return array
+
+
 @dataclass
 class MVDiffusionPPPipelineOutput(BaseOutput):
     images: object  # list of PIL RGBA | uint8 (N, H, W, 4) | latents (N, C, h, w), in view_ids order
@@ -226,11 +235,7 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
         if output_type == "latent":
             images_out = latents
         else:
-            rgba = decode_rgba(self.vae, latents, chunk_size=decode_chunk_size)
-            array = ((rgba.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            # The decoded mask cuts the object out: where it says "background", the colour is white
-            # (the project's RGBA convention), whatever the RGB decoder produced there.
-            array[array[..., 3] == 0, :3] = 255
+            array = decoded_to_uint8(decode_rgba(self.vae, latents, chunk_size=decode_chunk_size))
             images_out = array if output_type == "np" else self.numpy_to_pil(array)
         self.maybe_free_model_hooks()
         if not return_dict:

@@ -237,5 +237,5 @@ def _is_trainable_encoder(encoder: nn.Module) -> bool:
 
 def make_objective(pipe, stage: Stage, condition_dropout: float):
     if stage.trains == "vae":
-        return VAEObjective(pipe, stage, decoder_only=stage.name == "vae-decoder")
+        return VAEObjective(pipe, stage, decoder_only=stage.decoder_only)
     return UNetObjective(pipe, stage, condition_dropout)

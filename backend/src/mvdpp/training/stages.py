@@ -36,6 +36,8 @@ class Stage:
     condition_mode: str
     learning_rate: float
     description: str
+    #: VAE stages: train the decoder only, the encoder (and so every latent) stays as it is
+    decoder_only: bool = False
 
 
 STAGES: dict[str, Stage] = {
@@ -43,7 +45,8 @@ STAGES: dict[str, Stage] = {
     for s in (
         Stage("vae", "vae", None, "single", 1e-4, "mask-aware VAE: RGBA reconstruction, mask BCE, KL"),
         Stage("vae-decoder", "vae", None, "single", 1e-4,
-              "VAE decoder only (encoder frozen, latents unchanged): RGBA reconstruction with extra weight on the object, mask BCE"),
+              "VAE decoder only (encoder frozen, latents unchanged): RGBA reconstruction with extra weight on the object, mask BCE",
+              decoder_only=True),
         Stage("unet-eps-single", "unet", "epsilon", "single", 1e-4, "UNet, epsilon-prediction, one condition view"),
         Stage("unet-v-single", "unet", "v_prediction", "single", 5e-5, "UNet, v-prediction, one condition view"),
         Stage("unet-v-mixed", "unet", "v_prediction", "mixed", 5e-5, "UNet, v-prediction, 50% one view / 50% 2-10 views"),
@@ -146,7 +149,7 @@ class TrainSettings:
     def validate(self) -> None:
         from ..presets import get_preset
 
-        self.resolved_stage()
+        stage = self.resolved_stage()
         get_preset(self.preset)
         if self.global_batch() < 1:
             raise MVDPPError(BAD_INPUT, f"--batch-size must be at least 1 (got {self.batch_size}).", "Pass a positive number of objects per step.")
@@ -154,10 +157,9 @@ class TrainSettings:
             raise MVDPPError(BAD_INPUT, f"--condition-dropout must be in [0, 1) (got {self.condition_dropout}).", "0.1 is the usual value.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise MVDPPError(BAD_INPUT, f"--ema-decay must be in [0, 1) (got {self.ema_decay}).", "0.999 is the usual value.")
-        if self.data == "cache-latents" and self.resolved_stage().trains != "unet":
+        if self.data == "cache-latents" and stage.trains != "unet":
             raise MVDPPError(BAD_INPUT, "--data cache-latents needs a frozen VAE: it serves the UNet stages only.",
                              "Use --data cache for the vae stage.")
-        stage = self.resolved_stage()
         if self.compile and stage.trains == "unet" and stage.condition_mode != "single":
             # Measured: PyTorch's dynamic-shape compile of this UNet fails inside inductor, and
             # static shapes would recompile for each of the 10 condition counts.

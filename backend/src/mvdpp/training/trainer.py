@@ -114,8 +114,8 @@ class Trainer:
             self.pipe, folder = load_pipeline(s.init_from)
             self._continue_from_export(folder)
         else:
-            if self.stage.name == "vae-decoder":
-                raise MVDPPError(BAD_INPUT, "vae-decoder fine-tunes the decoder of a trained VAE, and this run has none.",
+            if self.stage.decoder_only:
+                raise MVDPPError(BAD_INPUT, f"{self.stage.name} fine-tunes the decoder of a trained VAE, and this run has none.",
                                  "Start it with --init-from a pipeline folder (an --export or the shipped weights).")
             from ..presets import build_pipeline
 
