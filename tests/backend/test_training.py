@@ -105,6 +105,17 @@ def test_resume_is_bit_exact(tmp_path):
     assert logged_losses(straight) == logged_losses(split)
 
 
+def test_resume_takes_an_explicit_learning_rate_and_keeps_the_saved_one_otherwise(tmp_path):
+    """A checkpoint stores its learning rate; resuming with --lr must train at the new rate
+    (lowering it for the last steps is a resume), resuming without --lr at the saved one."""
+    kw = dict(data="synthetic", batch_size=1)
+    Trainer(tiny_settings(tmp_path, max_steps=2, learning_rate=2e-4, **kw), quiet=True).train()
+    Trainer(tiny_settings(tmp_path, max_steps=4, learning_rate=5e-5, **kw), resume=True, quiet=True).train()
+    Trainer(tiny_settings(tmp_path, max_steps=5, **kw), resume=True, quiet=True).train()
+    rates = [r["lr"] for r in RunFolder(tmp_path).read_log("train")]
+    assert rates == pytest.approx([2e-4, 2e-4, 5e-5, 5e-5, 5e-5])
+
+
 def test_export_loads_in_the_pipeline_and_generates(resumed_runs, tmp_path):
     from PIL import Image
 

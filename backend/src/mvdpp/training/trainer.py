@@ -160,6 +160,7 @@ class Trainer:
             acc.load_state(str(resume_dir))
             self.state = TrainingState.read(resume_dir / STATE_FILE)
             self.print(f"resumed from {resume_dir} at step {self.state.step}")
+            self._apply_requested_lr()
         self.forward_models = dict(self.models)
         if s.compile:
             self.forward_models = {k: torch.compile(m, mode=s.compile_mode) for k, m in self.models.items()}
@@ -213,6 +214,25 @@ class Trainer:
         if saved.stage == self.stage.name:
             self.state = TrainingState(stage=saved.stage, step=saved.step, samples_seen=saved.samples_seen,
                                        warmup_origin=saved.step, data_position=saved.data_position, wall_seconds=saved.wall_seconds)
+
+    def _apply_requested_lr(self) -> None:
+        """A resumed checkpoint brings back its own base learning rate; an explicit --lr replaces it
+        (lowering the rate for the last steps before an export is a resume), without --lr the
+        checkpoint's stays."""
+        if self.settings.learning_rate is None:
+            return
+        schedule = getattr(self.lr_scheduler, "scheduler", self.lr_scheduler)  # accelerate's wrapper
+        wanted = float(self.settings.learning_rate)
+        old = schedule.base_lrs[0]
+        if old == wanted:
+            return
+        schedule.base_lrs = [wanted for _ in schedule.base_lrs]
+        factor = self._lr_factor(schedule.last_epoch)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = wanted
+            group["lr"] = wanted * factor
+        schedule._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self.print(f"note: learning rate {old:.3g} -> {wanted:.3g} (--lr) from this step on")
 
     def _lr_factor(self, scheduler_step: int) -> float:
         # Linear warm-up, then constant. LambdaLR's count is saved in checkpoints (a resume keeps
