@@ -226,6 +226,21 @@ def test_views_that_cannot_be_meshed_are_kept_with_a_warning(pipe, image, tmp_pa
     assert "warning" not in job.generate_result(run_generate(pipe, [image], tmp_path / "s", GenerateSettings(steps=1, mesh=False)))
 
 
+def test_the_job_meshes_its_views_as_generated_views(pipe, image, tmp_path, monkeypatch):
+    """The model's views get the reconstruction preset for generated views (docs/reconstruction.md)."""
+    import mvdpp.recon
+
+    calls = []
+
+    def record(*args, **kwargs):
+        calls.append(kwargs)
+        raise MVDPPError(errors.INCONSISTENT_VIEWS, "recorded", "no mesh needed here")
+
+    monkeypatch.setattr(mvdpp.recon, "reconstruct", record)
+    run_generate(pipe, [image], tmp_path / "r", GenerateSettings(steps=1, mesh=True))
+    assert [call.get("view_source") for call in calls] == ["generated"]
+
+
 def test_weights_are_half_precision_on_cuda_only_and_an_fp16_vae_stays_float32(monkeypatch):
     """bf16 where the GPU has it, fp16 otherwise (the VAE then kept in fp32: fp16 overflows in
     SD-style decoders), fp32 on the CPU."""

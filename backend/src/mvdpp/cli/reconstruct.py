@@ -15,6 +15,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--resolution", type=int, default=None,
                         help="grid nodes per side, overriding the quality's (16k + 1 is fastest, e.g. 161, 257)")
+    parser.add_argument("--views", default="generated", choices=["generated", "rendered"],
+                        help="where the views come from: generated (the model's views, default: a visual hull "
+                             "that tolerates their small disagreements) or rendered (exact renders)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
@@ -27,7 +30,8 @@ def run(args) -> int:
 
     timings: dict = {}
     mesh = reconstruct_folder(args.views_dir, args.out, quality=args.quality, device=args.device,
-                              progress=progress, timings=timings, grid_resolution=args.resolution)
+                              progress=progress, timings=timings, view_source=args.views,
+                              grid_resolution=args.resolution)
     if not args.quiet:
         print(file=sys.stderr)
         print(f"wrote {args.out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "

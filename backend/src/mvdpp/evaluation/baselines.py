@@ -31,8 +31,9 @@ class MeshAttempt:
     seconds: float
 
 
-def reconstruct_views(images, cameras, settings: MeshSettings) -> MeshAttempt:
-    """reconstruct() on any list of RGBA views + cameras; a failure is returned, not raised."""
+def reconstruct_views(images, cameras, settings: MeshSettings, view_source: str = "rendered") -> MeshAttempt:
+    """reconstruct() on any list of RGBA views + cameras; a failure is returned, not raised.
+    view_source: "generated" for the model's views (mvdpp.recon.settings.VIEW_SOURCES)."""
     import time
 
     from ..recon import reconstruct
@@ -45,7 +46,7 @@ def reconstruct_views(images, cameras, settings: MeshSettings) -> MeshAttempt:
         return MeshAttempt(None, "the views show no object (empty masks)", time.perf_counter() - started)
     try:
         mesh = reconstruct(images, list(cameras), quality=settings.quality, device=settings.device,
-                           **settings.overrides)
+                           view_source=view_source, **settings.overrides)
     except MVDPPError as exc:
         if exc.code == OUT_OF_MEMORY:
             raise

@@ -72,7 +72,7 @@ def markdown_table(report: dict) -> str:
     lines.append(f"{objects} objects of `{report['evalset']}`; checkpoint `{report['checkpoint']}`; {settings['steps']} steps, "
                  f"guidance {settings['guidance']}, seed {settings['seed']}, sampler {settings['scheduler'] or 'the checkpoint’s'}; "
                  f"views scored at {settings['score_size']} px on white; meshes: reconstruction quality "
-                 f"{settings['mesh_quality']}, {settings['surface_samples']} surface samples, IoU on a "
+                 f"{settings['mesh_quality']}{_generated_note(settings)}, {settings['surface_samples']} surface samples, IoU on a "
                  f"{settings['iou_resolution']}³ grid; device {report['device']}; {report['seconds']:.0f} s.")
     for note in report.get("notes", []):
         lines.append(f"Note: {note}")
@@ -85,3 +85,11 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
     md_path.write_text(markdown_table(report), encoding="utf-8")
     return json_path, md_path
+
+
+def _generated_note(settings: dict) -> str:
+    """How the generated views' meshes differ from the preset (reports before it was recorded: nothing)."""
+    overrides = settings.get("generated_view_overrides") or {}
+    if not overrides:
+        return ""
+    return " (generated views: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) + ")"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import metrics
 from ..protocol import DEFAULT_GUIDANCE
+from ..recon.settings import GENERATED_VIEW_OVERRIDES
 from .baselines import RECONSTRUCTION_MIN_VIEWS, MeshSettings, inputs_only, reconstruct_views, upper_bound
 from .evalset_reader import find_objects
 from .generation import generate_views, object_seed
@@ -56,7 +57,8 @@ class EvalSettings:
         return {
             "input_counts": list(self.input_counts), "steps": self.steps, "guidance": self.guidance, "seed": self.seed,
             "scheduler": self.scheduler, "normalise_inputs": self.normalise_inputs, "mesh_quality": self.mesh.quality,
-            "mesh_overrides": dict(self.mesh.overrides), "surface_samples": self.surface_samples,
+            "mesh_overrides": dict(self.mesh.overrides), "generated_view_overrides": dict(GENERATED_VIEW_OVERRIDES),
+            "surface_samples": self.surface_samples,
             "iou_resolution": self.iou_resolution, "fscore_threshold": self.fscore_threshold,
             "score_size": self.score_size,
         }
@@ -157,7 +159,7 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
             generated = generate_views(pipe, inputs, settings.steps, settings.guidance, seed, settings.scheduler,
                                        settings.normalise_inputs)
             stage_seconds["generate"] += time.perf_counter() - run_clock
-            generated_mesh = reconstruct_views(generated, obj.view_cameras, settings.mesh)
+            generated_mesh = reconstruct_views(generated, obj.view_cameras, settings.mesh, view_source="generated")
             baseline_mesh = inputs_only(obj, count, few_view_mesh)
             stage_seconds["reconstruct"] += generated_mesh.seconds + baseline_mesh.seconds
             key = str(count)

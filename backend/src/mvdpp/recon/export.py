@@ -69,12 +69,13 @@ def save_mesh(mesh: trimesh.Trimesh, out_path) -> Path:
 
 
 def reconstruct_folder(result_folder, out_path, quality="auto", device="auto", progress=None, should_cancel=None,
-                       **overrides) -> trimesh.Trimesh:
+                       view_source="generated", **overrides) -> trimesh.Trimesh:
+    """A result folder holds the model's views: view_source "generated" unless told otherwise."""
     from .pipeline import reconstruct
 
     out_path = check_mesh_path(out_path)
     images, cameras = load_views(result_folder)
     mesh = reconstruct(images, cameras, quality=quality, device=device, progress=progress,
-                       should_cancel=should_cancel, **overrides)
+                       should_cancel=should_cancel, view_source=view_source, **overrides)
     save_mesh(mesh, out_path)
     return mesh

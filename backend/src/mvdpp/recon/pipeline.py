@@ -42,11 +42,13 @@ def resolve_device(device) -> torch.device:
 
 
 def reconstruct(images, cameras, quality="auto", device="auto", progress=None, should_cancel=None,
-                timings: dict | None = None, **overrides) -> trimesh.Trimesh:
-    """See docs/architecture.md. ``overrides`` replace single fields of the quality preset
-    (e.g. grid_resolution=48 in tests); ``timings`` (a dict) receives seconds per stage."""
+                timings: dict | None = None, view_source: str = "rendered", **overrides) -> trimesh.Trimesh:
+    """See docs/architecture.md. ``view_source`` "generated" (the model's views) tolerates more
+    disagreeing views than "rendered" (mvdpp.recon.settings.GENERATED_VIEW_OVERRIDES);
+    ``overrides`` replace single fields of the resulting preset (e.g. grid_resolution=48 in
+    tests); ``timings`` (a dict) receives seconds per stage."""
     device = resolve_device(device)
-    settings = resolve_quality(quality, device.type).with_overrides(**overrides)
+    settings = resolve_quality(quality, device.type, view_source).with_overrides(**overrides)
     timings = {} if timings is None else timings
     report = progress if progress is not None else (lambda stage, step, total: None)
 

@@ -419,7 +419,7 @@ def run_generate(
                 mesh = reconstruct(
                     [np.asarray(view.convert("RGBA")) for view in views], cameras, quality=settings.mesh_quality,
                     device=device, progress=lambda stage, step, total: progress(f"mesh:{stage}", step, total),
-                    should_cancel=should_cancel, timings=mesh_timings,
+                    should_cancel=should_cancel, timings=mesh_timings, view_source="generated",
                 )
             except MVDPPError as exc:
                 if exc.code != errors.INCONSISTENT_VIEWS:
@@ -652,7 +652,7 @@ def reconstruct_mesh_file(views_dir: Path, out: Path, quality: str = "auto", dev
         with translate_out_of_memory("reconstructing the mesh"):
             reconstruct_folder(views_dir, out, quality=quality, device=device,
                                progress=lambda stage, step, total: progress(f"mesh:{stage}", step, total),
-                               should_cancel=should_cancel)
+                               should_cancel=should_cancel, view_source="generated")
     except OSError as exc:
         raise MVDPPError(errors.BAD_INPUT, f"Cannot write {out} ({exc.strerror or exc}).", "Choose a writable location.") from exc
     return out
