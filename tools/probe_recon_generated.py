@@ -39,10 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mvdpp.data.evalset import parse_shard
+from mvdpp.protocol import DEFAULT_GUIDANCE
+
 CACHE_SETTINGS = "settings.json"
 
 
-def generate_cache(evalset, cache, checkpoint=None, device="cpu", inputs=1, steps=30, guidance=6.0, seed=0,
+def generate_cache(evalset, cache, checkpoint=None, device="cpu", inputs=1, steps=30, guidance=DEFAULT_GUIDANCE, seed=0,
                    limit=None, log=print) -> None:
     """Write ``cache/<object folder>.npy`` (uint8 (32, H, W, 4), rig order) for every object missing there."""
     from mvdpp.evaluation.evalset_reader import find_objects
@@ -153,8 +156,8 @@ def summarise(records: list[dict], base: str | None = None) -> str:
                  f"{np.mean([r['fscore'] for r in rows.values()]):.3f}",
                  f"{np.mean([r['seconds'] for r in rows.values()]):.1f}"]
         if base:
-            shared = sorted(set(rows) & set(by_variant.get(base, {})))
             other = by_variant.get(base, {})
+            shared = sorted(set(rows) & set(other))
             lower = sum(rows[o]["chamfer"] is not None and (other[o]["chamfer"] is None or rows[o]["chamfer"] < other[o]["chamfer"])
                         for o in shared)
             higher = sum(rows[o]["iou"] > other[o]["iou"] for o in shared)
@@ -173,7 +176,7 @@ def main(argv=None) -> int:
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--inputs", type=int, default=1)
     gen.add_argument("--steps", type=int, default=30)
-    gen.add_argument("--guidance", type=float, default=6.0)
+    gen.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     gen.add_argument("--seed", type=int, default=0, help="the evaluation's --seed (per-object seeds as mvdpp eval)")
     gen.add_argument("--limit", type=int, default=None)
     sc = commands.add_parser("score", help="reconstruct the cached views under variants and score the meshes")
@@ -193,8 +196,8 @@ def main(argv=None) -> int:
         generate_cache(args.evalset, args.cache, args.checkpoint, args.device, args.inputs, args.steps, args.guidance,
                        args.seed, args.limit)
     elif args.command == "score":
-        k, n = (int(x) for x in args.shard.split("/"))
-        score(args.evalset, args.cache, args.variants, args.out, args.samples, args.iou_resolution, args.quality, (k, n))
+        score(args.evalset, args.cache, args.variants, args.out, args.samples, args.iou_resolution, args.quality,
+              parse_shard(args.shard))
     else:
         print(summarise(read_records(args.results), args.base), end="")
     return 0

@@ -110,7 +110,10 @@ def test_resume_takes_an_explicit_learning_rate_and_keeps_the_saved_one_otherwis
     (lowering it for the last steps is a resume), resuming without --lr at the saved one."""
     kw = dict(data="synthetic", batch_size=1)
     Trainer(tiny_settings(tmp_path, max_steps=2, learning_rate=2e-4, **kw), quiet=True).train()
-    Trainer(tiny_settings(tmp_path, max_steps=4, learning_rate=5e-5, **kw), resume=True, quiet=True).train()
+    resumed = Trainer(tiny_settings(tmp_path, max_steps=4, learning_rate=5e-5, **kw), resume=True, quiet=True)
+    resumed.setup()
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)  # already the first resumed step
+    resumed.train()
     Trainer(tiny_settings(tmp_path, max_steps=5, **kw), resume=True, quiet=True).train()
     rates = [r["lr"] for r in RunFolder(tmp_path).read_log("train")]
     assert rates == pytest.approx([2e-4, 2e-4, 5e-5, 5e-5, 5e-5])

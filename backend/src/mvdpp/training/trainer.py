@@ -226,12 +226,9 @@ class Trainer:
         old = schedule.base_lrs[0]
         if old == wanted:
             return
-        schedule.base_lrs = [wanted for _ in schedule.base_lrs]
-        factor = self._lr_factor(schedule.last_epoch)
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = wanted
-            group["lr"] = wanted * factor
-        schedule._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        schedule.base_lrs = [wanted for _ in schedule.base_lrs]  # every later scheduler step reads these
+        for group in self.optimizer.param_groups:  # and the next optimizer step this
+            group["lr"] = wanted * self._lr_factor(schedule.last_epoch)
         self.print(f"note: learning rate {old:.3g} -> {wanted:.3g} (--lr) from this step on")
 
     def _lr_factor(self, scheduler_step: int) -> float:
