@@ -92,7 +92,10 @@ def hull_field(views: ViewSet, grid: Grid, tolerated_votes: int = 1, view_weight
             field[idx[:, 0], idx[:, 1], idx[:, 2]] = 1.0
         crossed = corners[(upper >= 0.5) & (lower < 0.5)]
         if size == 1:
-            nodes = torch.unique((crossed[:, None, :] + offsets[None]).reshape(-1, 3), dim=0)
+            # unique over flat indices: torch.unique(dim=0) sorts rows and took 24 s on a 2-core CPU at 257^3
+            nodes = (crossed[:, None, :] + offsets[None]).reshape(-1, 3)
+            flat = torch.unique((nodes[:, 0] * R + nodes[:, 1]) * R + nodes[:, 2])
+            nodes = torch.stack([flat // (R * R), (flat // R) % R, flat % R], dim=1)
             points = grid.lo + nodes.float() * grid.spacing
             field[nodes[:, 0], nodes[:, 1], nodes[:, 2]] = _lowest_alpha(views, points, tolerated_votes, view_weights,
                                                                           check_cancel)
