@@ -130,6 +130,19 @@ def test_generated_view_preset_changes_only_its_overrides():
     assert info.value.code == BAD_INPUT and "generated" in info.value.hint
 
 
+def test_auto_quality_is_draft_for_generated_views_on_every_device():
+    from mvdpp.recon.settings import PRESETS, resolve_quality
+
+    assert resolve_quality("auto", "cuda") == PRESETS["standard"]
+    assert resolve_quality("auto", "cpu") == PRESETS["draft"]
+    for device_type in ("cuda", "cpu"):
+        generated = resolve_quality("auto", device_type, "generated")
+        assert generated.grid_resolution == PRESETS["draft"].grid_resolution
+        assert generated == resolve_quality("draft", device_type, "generated")
+    # an explicit quality is still honoured for generated views
+    assert resolve_quality("standard", "cuda", "generated").grid_resolution == PRESETS["standard"].grid_resolution
+
+
 def test_octree_hull_equals_the_dense_hull(cup_views):
     from mvdpp.recon.grid import Grid
     from mvdpp.recon.hull import hull_field

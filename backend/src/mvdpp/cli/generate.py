@@ -33,7 +33,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default: CUDA when available, else the CPU")
     parser.add_argument("--no-mesh", action="store_true", help="skip the mesh reconstruction")
     parser.add_argument("--mesh-quality", choices=MESH_QUALITIES, default=defaults.mesh_quality,
-                        help="reconstruction quality (default auto: standard on CUDA, draft on the CPU)")
+                        help="reconstruction quality (default auto: draft, which suits generated views on any device)")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     parser.add_argument("--low-vram", action="store_true",
                         help="use less GPU memory, more slowly (sequential guidance, chunked VAE, CPU offload)")

@@ -11,7 +11,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("views_dir", metavar="VIEWS_DIR", help="a result folder (with views/ and cameras.json)")
     parser.add_argument("--out", required=True, help="output mesh path: .glb, .obj or .ply")
     parser.add_argument("--quality", default="auto", choices=["auto", "draft", "standard", "high"],
-                        help="grid size and effort (auto: standard on a GPU, draft on the CPU)")
+                        help="grid size and effort (auto: draft for --views generated; for rendered views standard on a GPU, draft on the CPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--resolution", type=int, default=None,
                         help="grid nodes per side, overriding the quality's (16k + 1 is fastest, e.g. 161, 257)")

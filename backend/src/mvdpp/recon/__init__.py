@@ -16,7 +16,8 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
                 view_source="rendered", **overrides):
     """Mesh from RGBA views (uint8 (H, W, 4), alpha = mask) and their mvdpp.rig.Camera list.
 
-    quality: "draft" | "standard" | "high" | "auto" (standard on CUDA, draft on the CPU).
+    quality: "draft" | "standard" | "high" | "auto" (standard on CUDA, draft on the CPU; draft for
+    view_source="generated" on both).
     view_source: "rendered" (exact renders) or "generated" (the model's views: a more tolerant
     visual hull, see docs/reconstruction.md).
     progress(stage, step, total) is called as stages advance; should_cancel() -> True makes

@@ -2,7 +2,8 @@
 
 One preset fixes every size that trades time for fidelity. "auto" picks "standard" on a GPU and
 "draft" on the CPU, which keeps one 256 px, 32-view object within ~2 minutes on a 2-core CPU and
-~30 s on an H100 (figures in BENCHMARKS.md).
+~30 s on an H100 (figures in BENCHMARKS.md); for generated views it picks "draft" on both (see
+AUTO_QUALITY_FOR_GENERATED).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ VIEW_SOURCES = ("rendered", "generated")
 #: to 0.0537. Rendered views keep 1: on the same objects' true views, 8 gave Chamfer 0.0166 /
 #: IoU 0.800 instead of 0.0065 / 0.942 (docs/reconstruction.md, "Generated views").
 GENERATED_VIEW_OVERRIDES = {"hull_tolerated_votes": 8}
+
+#: "auto" for generated views, on every device. The model's views are blurred over several
+#: pixels, so the 257^3 grid of "standard" adds faces, not detail: on the H100 it made a
+#: 1.7M-face mesh of the demo's views and a 22-26 s main job, most of it meshing and colouring.
+#: The evaluation's generated-view figures (BENCHMARKS.md) are measured at "draft".
+AUTO_QUALITY_FOR_GENERATED = "draft"
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,15 @@ PRESETS: dict[str, ReconSettings] = {
 
 
 def resolve_quality(quality: str, device_type: str, view_source: str = "rendered") -> ReconSettings:
-    """Settings for a quality name; "auto" depends on the device type ("cuda" or "cpu"), and
-    view_source="generated" applies GENERATED_VIEW_OVERRIDES to the preset."""
+    """Settings for a quality name; "auto" depends on the device type ("cuda" or "cpu") and the
+    view source, and view_source="generated" applies GENERATED_VIEW_OVERRIDES to the preset."""
     from ..errors import BAD_INPUT, MVDPPError
 
     if quality == "auto":
-        quality = "standard" if device_type == "cuda" else "draft"
+        if view_source == "generated":
+            quality = AUTO_QUALITY_FOR_GENERATED
+        else:
+            quality = "standard" if device_type == "cuda" else "draft"
     if quality not in PRESETS:
         raise MVDPPError(BAD_INPUT, f"unknown reconstruction quality {quality!r}",
                          f"use one of: auto, {', '.join(QUALITIES)}")
