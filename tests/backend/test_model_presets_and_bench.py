@@ -39,6 +39,24 @@ def test_embedded_preset_fits_40_mb_in_fp16_at_256_px():
     assert get_preset("embedded")["resolution"] == 256
 
 
+def test_shipped_embedded_checkpoint_samples_with_the_presets_sampler():
+    """The shipped folder's model_index.json and scheduler config name the same class (diffusers
+    loads the class of model_index.json with the config of scheduler/), the embedded preset's."""
+    from mvdpp.paths import default_checkpoint
+    from mvdpp.pipelines import MVDiffusionPPPipeline
+    from mvdpp.pipelines.schedulers import scheduler_name
+
+    folder = default_checkpoint()
+    if folder is None:
+        pytest.skip("no embedded model in this build")
+    index = json.loads((folder / "model_index.json").read_text())
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert index["scheduler"][1] == config["_class_name"]
+    scheduler = MVDiffusionPPPipeline.from_pretrained(folder).scheduler
+    assert scheduler_name(scheduler) == get_preset("embedded")["scheduler"] == "ddpm"
+    assert scheduler.config.prediction_type == "v_prediction"
+
+
 def test_every_preset_resolution_matches_its_latents():
     for name, preset in PRESETS.items():
         factor = 2 ** (len(preset["vae"]["block_out_channels"]) - 1)
