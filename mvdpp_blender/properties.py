@@ -20,10 +20,10 @@ SCHEDULERS = [
     ("dpm++", "DPM++", "DPM-Solver++ multistep: good views in few steps"),
     ("ddim", "DDIM", "Deterministic DDIM sampling"),
     ("euler", "Euler", "Euler discrete sampling"),
-    ("ddpm", "DDPM", "Ancestral DDPM sampling: needs many steps"),
+    ("ddpm", "DDPM", "Ancestral DDPM sampling, as in the paper: adds fresh noise at each step (the embedded model's default)"),
 ]
 MESH_DETAILS = [
-    ("auto", "Automatic", "Standard on a GPU, Draft on the CPU"),
+    ("auto", "Automatic", "Draft: generated views are too soft for a finer grid to add detail"),
     ("draft", "Draft", "Fast, coarse mesh"),
     ("standard", "Standard", "Balanced"),
     ("high", "High", "Finest mesh, slowest"),
