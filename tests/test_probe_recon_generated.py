@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -20,13 +21,24 @@ spec.loader.exec_module(probe)
 
 def test_variants_parse_into_view_choice_preset_and_overrides():
     assert probe.parse_variant("hull_tolerated_votes=8,stereo=false") == {
-        "views": "generated", "view_source": "rendered", "cone": False,
+        "views": "generated", "view_source": "rendered", "cone": False, "inward": 0.0,
         "overrides": {"hull_tolerated_votes": 8, "stereo": False}}
     assert probe.parse_variant("truth,generated")["views"] == "truth"
     assert probe.parse_variant("truth,generated")["view_source"] == "generated"
     assert probe.parse_variant("cone")["cone"]
+    assert probe.parse_variant("truth,inward=0.002")["inward"] == 0.002
+    assert probe.parse_variant("truth")["inward"] == 0.0
     with pytest.raises(ValueError):
         probe.parse_variant("votes8")
+
+
+def test_move_inward_shrinks_a_sphere_by_the_distance():
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.3)
+    probe.move_inward(sphere, 0.01)
+    radii = np.linalg.norm(sphere.vertices, axis=1)
+    assert np.allclose(radii, 0.29, atol=1e-4)
 
 
 def test_table_counts_means_failures_and_wins():
@@ -52,8 +64,6 @@ def test_generate_score_and_resume_on_a_tiny_set(tiny_checkpoint, tmp_path):
     cache = tmp_path / "views"
     probe.generate_cache(evalset, cache, str(tiny_checkpoint), "cpu", steps=1, log=lambda message: None)
     (views_file,) = cache.glob("object_*.npy")
-    import numpy as np
-
     assert np.load(views_file).shape == (32, 64, 64, 4)
     out = tmp_path / "scores.jsonl"
     variants = ["truth,grid_resolution=33", "truth,generated,grid_resolution=33", "grid_resolution=33", "cone"]

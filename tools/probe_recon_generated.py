@@ -15,7 +15,9 @@ A variant is a comma-separated list of tokens:
   plain quality preset ("rendered"); ``key=value`` tokens still apply on top;
 * ``truth``: the object's 32 ground-truth views instead of the generated ones;
 * ``cone``: no reconstruction: the silhouette cone(s) of the inputs (the evaluation's
-  "inputs only" baseline for fewer than 4 inputs).
+  "inputs only" baseline for fewer than 4 inputs);
+* ``inward=D``: after reconstruction, every vertex moved D (world units) inward along its
+  normal: a probe of the visual hull's outward bias (docs/reconstruction.md, "Limitations").
 
     mvdpp make-evalset /tmp/tune --count 10 --first-seed 200 --size 256 --inputs 4
     PYTHONPATH=backend/src python tools/probe_recon_generated.py generate /tmp/tune /tmp/tune_views
@@ -74,7 +76,7 @@ def generate_cache(evalset, cache, checkpoint=None, device="cpu", inputs=1, step
 def parse_variant(text: str) -> dict:
     """'generated,stereo=false' -> {"views": "generated", "view_source": "generated", "cone": False,
     "overrides": {"stereo": False}}."""
-    variant = {"views": "generated", "view_source": "rendered", "cone": False, "overrides": {}}
+    variant = {"views": "generated", "view_source": "rendered", "cone": False, "inward": 0.0, "overrides": {}}
     for token in filter(None, (t.strip() for t in text.split(","))):
         if token == "truth":
             variant["views"] = "truth"
@@ -82,6 +84,8 @@ def parse_variant(text: str) -> dict:
             variant["cone"] = True
         elif token == "generated":
             variant["view_source"] = "generated"
+        elif token.startswith("inward="):
+            variant["inward"] = float(token.split("=", 1)[1])
         elif "=" in token:
             key, value = token.split("=", 1)
             try:
@@ -101,7 +105,15 @@ def mesh_of(obj, variant: dict, cache: Path, inputs: int, quality: str):
     if variant["cone"]:
         return silhouette_baseline(obj.inputs(inputs), obj.input_cameras[:inputs], settings)
     images = obj.views() if variant["views"] == "truth" else list(np.load(cache / f"{obj.folder.name}.npy"))
-    return reconstruct_views(images, obj.view_cameras, settings, view_source=variant["view_source"])
+    attempt = reconstruct_views(images, obj.view_cameras, settings, view_source=variant["view_source"])
+    if attempt.mesh is not None and variant["inward"]:
+        move_inward(attempt.mesh, variant["inward"])
+    return attempt
+
+
+def move_inward(mesh, distance: float) -> None:
+    """Move every vertex of ``mesh`` ``distance`` against its (outward) vertex normal, in place."""
+    mesh.vertices = mesh.vertices - distance * np.asarray(mesh.vertex_normals)
 
 
 def score(evalset, cache, variants: list[str], out, samples=30_000, iou_resolution=128, quality="draft",

@@ -80,8 +80,9 @@ def colour_probe(views: torch.Tensor, latents: torch.Tensor) -> np.ndarray:
     # Standardised columns, constant ones dropped, and an SVD solver that cuts tiny singular
     # values: latents with a dead channel make the plain fit rank-deficient, and its answer then
     # swung with rounding (R^2 0.98 or 0.30 for the same data, depending on what ran before).
-    spread_of_column = design.std(dim=0)
-    design = (design[:, spread_of_column > 1e-6] - design.mean(dim=0)[spread_of_column > 1e-6]) / spread_of_column[spread_of_column > 1e-6]
+    spread = design.std(dim=0)
+    varying = spread > 1e-6
+    design = (design[:, varying] - design[:, varying].mean(dim=0)) / spread[varying]
     design = torch.cat([design, torch.ones(len(design), 1, dtype=design.dtype)], dim=1)
     held_back = torch.arange(len(design)) % 4 == 0
     weights = torch.linalg.lstsq(design[~held_back], target[~held_back].double(), rcond=1e-10, driver="gelsd").solution

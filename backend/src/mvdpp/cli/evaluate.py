@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="eval-report", metavar="REPORT_DIR",
                         help="folder for report.json, report.md and the contact sheets (default ./eval-report)")
     parser.add_argument("--mesh-quality", choices=MESH_QUALITIES, default="auto",
-                        help="reconstruction quality for every mesh (default auto: standard on CUDA, draft on the CPU)")
+                        help="reconstruction quality for every mesh (default auto: draft, the generate job's quality for generated views)")
     parser.add_argument("--mesh-grid", type=int, default=None, metavar="N",
                         help="override the reconstruction grid (voxels per side), e.g. 48 for a quick run")
     parser.add_argument("--surface-samples", type=int, default=None, metavar="N",
@@ -99,13 +99,15 @@ def _evaluate(args, input_counts, pool, load_pipeline, shard) -> int:
     from ..evaluation.report import markdown_table
     from ..evaluation.runner import EvalSettings, evaluate
     from ..metrics import DEFAULT_IOU_RESOLUTION, DEFAULT_SURFACE_SAMPLES
+    from ..recon.settings import AUTO_QUALITY_FOR_GENERATED
 
     pipe, folder, device = load_pipeline(args.checkpoint, args.device)
     settings = EvalSettings(
         input_counts=input_counts, steps=args.steps, guidance=args.guidance, seed=args.seed, scheduler=args.scheduler,
         normalise_inputs=args.normalise_inputs,
-        # "auto" resolved here so that the report (and the resume key) name the quality used
-        mesh=MeshSettings(args.mesh_quality if args.mesh_quality != "auto" else ("standard" if device == "cuda" else "draft"),
+        # "auto" resolved here so that the report (and the resume key) name the quality used: the
+        # one the generate job uses for generated views, on every row so that the rows compare
+        mesh=MeshSettings(args.mesh_quality if args.mesh_quality != "auto" else AUTO_QUALITY_FOR_GENERATED,
                           device, {"grid_resolution": args.mesh_grid} if args.mesh_grid else {}),
         surface_samples=args.surface_samples or DEFAULT_SURFACE_SAMPLES,
         iou_resolution=args.iou_resolution or DEFAULT_IOU_RESOLUTION,

@@ -26,9 +26,9 @@ VIEW_SOURCES = ("rendered", "generated")
 GENERATED_VIEW_OVERRIDES = {"hull_tolerated_votes": 8}
 
 #: "auto" for generated views, on every device. The model's views are blurred over several
-#: pixels, so the 257^3 grid of "standard" adds faces, not detail: on the H100 it made a
-#: 1.7M-face mesh of the demo's views and a 22-26 s main job, most of it meshing and colouring.
-#: The evaluation's generated-view figures (BENCHMARKS.md) are measured at "draft".
+#: pixels, so the 257^3 grid of "standard" adds faces, not detail: 1.9M faces against 0.6M for
+#: the example's views, and a 22-26 s main job on the H100, most of it meshing and colouring
+#: (docs/reconstruction.md). The evaluation's generated-view figures are measured at "draft".
 AUTO_QUALITY_FOR_GENERATED = "draft"
 
 
@@ -72,6 +72,9 @@ def resolve_quality(quality: str, device_type: str, view_source: str = "rendered
     view source, and view_source="generated" applies GENERATED_VIEW_OVERRIDES to the preset."""
     from ..errors import BAD_INPUT, MVDPPError
 
+    if view_source not in VIEW_SOURCES:
+        raise MVDPPError(BAD_INPUT, f"unknown view source {view_source!r}",
+                         f"use one of: {', '.join(VIEW_SOURCES)} (generated: views made by the model)")
     if quality == "auto":
         if view_source == "generated":
             quality = AUTO_QUALITY_FOR_GENERATED
@@ -80,9 +83,6 @@ def resolve_quality(quality: str, device_type: str, view_source: str = "rendered
     if quality not in PRESETS:
         raise MVDPPError(BAD_INPUT, f"unknown reconstruction quality {quality!r}",
                          f"use one of: auto, {', '.join(QUALITIES)}")
-    if view_source not in VIEW_SOURCES:
-        raise MVDPPError(BAD_INPUT, f"unknown view source {view_source!r}",
-                         f"use one of: {', '.join(VIEW_SOURCES)} (generated: views made by the model)")
     if view_source == "generated":
         return replace(PRESETS[quality], **GENERATED_VIEW_OVERRIDES)
     return PRESETS[quality]
