@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -132,3 +133,71 @@ def test_every_preset_builds_a_consistent_pipeline(name):
     assert image_embedding_dim(pipe.image_encoder) == pipe.unet.config.cross_attention_dim
     assert pipe.vae.config.in_channels == pipe.vae.config.out_channels == 4
     assert pipe.scheduler_name == PRESETS[name]["scheduler"]
+
+
+def test_attention_backend_is_applied_to_every_layer():
+    """"math" computes the same attention as PyTorch's own choice; "cudnn" has no CPU kernel, so
+    a forward that fails proves the chosen backend reaches every layer's attention call."""
+    from mvdpp.pipelines.benchmark_paper import _random_inputs
+
+    unet = build_unet("tiny").eval()
+    inputs = _random_inputs(unet, 1, 1, 3, torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        reference = unet(**inputs.as_kwargs()).sample
+        unet.set_attention_backend("math")
+        assert {p.backend for p in unet.body.attn_processors.values()} == {"math"}
+        torch.testing.assert_close(unet(**inputs.as_kwargs()).sample, reference, atol=1e-5, rtol=1e-4)
+        if not torch.cuda.is_available():
+            unet.set_attention_backend("cudnn")
+            with pytest.raises(RuntimeError):
+                unet(**inputs.as_kwargs())
+        unet.set_attention_backend("auto")
+        assert {p.backend for p in unet.body.attn_processors.values()} == {None}
+
+
+def test_unknown_attention_backend_is_refused():
+    unet = build_unet("tiny")
+    with pytest.raises(ValueError, match="attention backend"):
+        unet.set_attention_backend("fastest")
+
+
+def test_bench_paper_attention_sweep_lists_every_attention_shape(tmp_path, capsys):
+    """The tiny preset, 1 condition + 2 generation views, guidance as a batch of 2 objects:
+    self-attention joins each object's 3 views at both levels, cross-attention runs per view."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "paper", "--preset", "tiny", "--device", "cpu", "--views", "2", "--steps", "1", "--warmup", "0",
+                 "--attention-sweep", "--attention-backend", "math", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    shapes = {tuple(row["shape"]): row for row in result["attention_sweep"]}
+    # level 0: 8x8 latents, 1 head of 32; level 1: 4x4, 2 heads of 32 (the tiny preset)
+    assert shapes[(2, 1, 3 * 64, 3 * 64, 32)]["calls_per_step"] == 3  # 1 down + 2 up layers
+    assert shapes[(2, 2, 3 * 16, 3 * 16, 32)]["calls_per_step"] == 4  # 1 down + 1 mid + 2 up
+    assert shapes[(6, 1, 64, 1, 32)]["calls_per_step"] == 3  # cross-attention, per view
+    for row in shapes.values():
+        assert row["math"]["ms"] > 0 and row["auto"]["ms"] > 0
+        assert row["tflop"] == pytest.approx(4 * math.prod(row["shape"]) / 1e12, rel=1e-3)
+        if not torch.cuda.is_available():
+            assert row["cudnn"] is None  # no CPU kernel: reported, not a crash
+    assert result["attention_backend"] == "math"
+    assert "per backend" in capsys.readouterr().out
+
+
+def test_bench_paper_pipeline_times_the_mesh_stage(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "paper", "--preset", "tiny", "--device", "cpu", "--pipeline", "--views", "2", "--steps", "1",
+                 "--mesh", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["mesh_faces"] > 1000 and result["mesh_s"] > 0
+    assert result["job_s"] == pytest.approx(result["wall_s"] + result["mesh_s"], abs=0.02)
+
+
+def test_bench_paper_with_a_backend_that_cannot_run_the_model_is_a_clear_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("cuDNN attention runs on this machine")
+    code = main(["bench", "paper", "--preset", "tiny", "--device", "cpu", "--views", "2", "--steps", "1", "--warmup", "0",
+                 "--attention-backend", "cudnn"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'cudnn' attention backend has no kernel" in err and "--attention-backend auto" in err
+    assert "Traceback" not in err
+    assert main(["bench", "paper", "--preset", "tiny", "--device", "cpu", "--attention-backend", "fastest"]) == 2
+    assert "unknown attention backend" in capsys.readouterr().err

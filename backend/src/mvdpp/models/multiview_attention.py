@@ -10,7 +10,31 @@ views; the per-view index embedding is what tells views apart.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch.nn.functional as F
+
+#: ``--attention-backend`` names -> torch.nn.attention.SDPBackend member names. "auto" leaves the
+#: choice to PyTorch's own order of preference.
+ATTENTION_BACKENDS = {
+    "auto": None,
+    "flash": "FLASH_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "math": "MATH",
+}
+
+
+def attention_backend_context(name: str | None):
+    """A context in which scaled_dot_product_attention uses only backend ``name`` (None/"auto":
+    PyTorch's choice). Raises ValueError for an unknown name."""
+    if name is None or name == "auto":
+        return contextlib.nullcontext()
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; use one of {', '.join(ATTENTION_BACKENDS)}")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, ATTENTION_BACKENDS[name])])
 
 
 class MultiViewAttnProcessor:
@@ -21,8 +45,10 @@ class MultiViewAttnProcessor:
     Cross-attention layers and per-view self-attention layers ignore it.
     """
 
-    def __init__(self, across_views: bool):
+    def __init__(self, across_views: bool, backend: str | None = None):
         self.across_views = across_views
+        #: SDPA backend for this layer (ATTENTION_BACKENDS); None = PyTorch's choice
+        self.backend = backend
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, num_views: int = 1):
         if attention_mask is not None:
@@ -59,7 +85,8 @@ class MultiViewAttnProcessor:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
-        out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
+        with attention_backend_context(self.backend):
+            out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
         out = out.transpose(1, 2).reshape(out.shape[0], -1, heads * head_dim).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if joined:

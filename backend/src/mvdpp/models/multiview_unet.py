@@ -153,6 +153,17 @@ class MultiViewUNetModel(ModelMixin, ConfigMixin):
         )
         self.body.set_attn_processor(processors)
 
+    def set_attention_backend(self, backend: str | None) -> None:
+        """Run every attention layer on one SDPA backend ("flash", "cudnn", "efficient", "math";
+        None or "auto": PyTorch's choice). A runtime setting, not part of the config: the
+        backends compute the same attention and differ only in speed and rounding."""
+        from .multiview_attention import ATTENTION_BACKENDS
+
+        if backend is not None and backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention backend {backend!r}; use one of {', '.join(ATTENTION_BACKENDS)}")
+        for processor in self.body.attn_processors.values():
+            processor.backend = None if backend == "auto" else backend
+
     @property
     def num_attention_heads(self) -> tuple:
         heads = self.config.attention_head_dim

@@ -6,7 +6,14 @@ a batch of two objects, the FLOPs of that step counted by ``torch.utils.flop_cou
 against a large bf16 matmul measured in the same run. ``--train-views N`` also times a training
 step (forward + backward) with N kept generation views. On a CPU use a small preset
 (``--preset tiny --device cpu``). ``--pipeline`` instead times the whole pipeline, one image to
-all 32 views (how the embedded model's CPU time in docs/model.md was measured).
+all 32 views (how the embedded model's CPU time in docs/model.md was measured); with ``--mesh``
+it also reconstructs a mesh, from the 32 rendered rig views of a procedural object at the
+pipeline's resolution (random weights generate noise, which has no surface to time).
+
+Levers under test: ``--attention-backend`` (one SDPA backend for every layer), ``--compile``
+(``torch.compile`` of the UNet) and ``--attention-sweep`` (every attention shape of one step,
+timed on each SDPA backend: which backend wins where, and how close attention alone gets to the
+matmul rate). ``--profile`` splits one step's time by component.
 """
 
 from __future__ import annotations
@@ -29,6 +36,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--pipeline", action="store_true", help="time the whole pipeline (one image -> --views views) instead")
     parser.add_argument("--sampler", default="dpm++", help="sampler for --pipeline (default dpm++)")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="guidance for --pipeline (default 3)")
+    parser.add_argument("--mesh", action="store_true", help="with --pipeline: also time the mesh stage (see the module doc)")
+    parser.add_argument("--attention-backend", default="auto", help="auto | flash | cudnn | efficient | math (default auto)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (compilation is not timed)")
+    parser.add_argument("--attention-sweep", action="store_true", help="time each attention shape of a step on every backend")
+    parser.add_argument("--profile", action="store_true", help="split one step's time by component (torch.profiler)")
     parser.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
 
 
@@ -133,6 +145,7 @@ def bench_unet(args, device, dtype) -> dict:
         unet = build_unet(args.preset).eval()
     if dtype != torch.float32:
         unet = unet.to(dtype=dtype)
+    unet.set_attention_backend(args.attention_backend)
     params = sum(p.numel() for p in unet.parameters())
     batch = 1 if args.no_guidance else 2  # guidance = conditional + unconditional as one batch
     inputs = _random_inputs(unet, batch, args.condition_views, args.views, device, dtype)
@@ -144,6 +157,16 @@ def bench_unet(args, device, dtype) -> dict:
     with flop_counter() as counter:
         step()
     flops = counter.get_total_flops()
+    shapes = _attention_shapes(step) if args.attention_sweep else None
+    compile_s = None
+    if args.compile:
+        import time
+
+        unet.compile()
+        start = time.perf_counter()
+        step()  # compiles
+        _sync(device)
+        compile_s = round(time.perf_counter() - start, 1)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = _timed(step, device, args.steps, args.warmup)
@@ -152,13 +175,70 @@ def bench_unet(args, device, dtype) -> dict:
         "parameters_M": round(params / 1e6, 1), "condition_views": args.condition_views, "generation_views": args.views,
         "guidance_batch": batch, "step_s": _sig(seconds), "step_tflop": _sig(flops / 1e12),
         "achieved_tflops": _sig(flops / seconds / 1e12), "peak_memory_gib": round(_peak_memory_gib(device), 2),
+        "attention_backend": args.attention_backend, "compiled": bool(args.compile), "compile_s": compile_s,
     }
+    if args.profile:
+        from ..training.profiling import component_breakdown
+
+        result["profile_ms"] = {k: round(v, 2) for k, v in component_breakdown(step, device, steps=2).items()}
     del inputs
+    if shapes:
+        result["attention_sweep"] = sweep_attention(shapes, device, dtype)
     if args.train_views:
         result.update(_bench_train(unet, args, device, dtype))
     result["matmul_tflops"] = _sig(matmul_tflops(device, dtype))
     result["fraction_of_matmul"] = _sig(result["achieved_tflops"] / result["matmul_tflops"])
     return result
+
+
+def _attention_shapes(fn) -> dict:
+    """(batch, heads, query tokens, key tokens, head dim) -> calls, for every attention of ``fn()``."""
+    import torch.nn.functional as F
+
+    seen: dict = {}
+    original = F.scaled_dot_product_attention
+
+    def recording(query, key, value, *args, **kwargs):
+        shape = (*query.shape[:3], key.shape[2], query.shape[3])
+        seen[shape] = seen.get(shape, 0) + 1
+        return original(query, key, value, *args, **kwargs)
+
+    F.scaled_dot_product_attention = recording
+    try:
+        fn()
+    finally:
+        F.scaled_dot_product_attention = original
+    return seen
+
+
+def sweep_attention(shapes: dict, device, dtype, repeats: int = 5) -> list[dict]:
+    """Forward time and TFLOP/s of each attention shape on each SDPA backend; a backend that
+    cannot run a shape (unsupported, out of memory) is reported as null."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..models.multiview_attention import ATTENTION_BACKENDS, attention_backend_context
+
+    rows = []
+    for (batch, heads, q_len, kv_len, dim), calls in sorted(shapes.items(), key=lambda kv: -kv[0][2]):
+        q = torch.randn(batch, heads, q_len, dim, device=device, dtype=dtype)
+        k = torch.randn(batch, heads, kv_len, dim, device=device, dtype=dtype)
+        v = torch.randn_like(k)
+        flops = 4 * batch * heads * q_len * kv_len * dim
+        row = {"shape": [batch, heads, q_len, kv_len, dim], "calls_per_step": calls, "tflop": _sig(flops / 1e12)}
+        for name in ATTENTION_BACKENDS:
+            if name == "math" and q_len * kv_len > 2**28:
+                row[name] = None  # the unfused kernel would need its whole score matrix in memory
+                continue
+            try:
+                with attention_backend_context(name):
+                    seconds = _timed(lambda: F.scaled_dot_product_attention(q, k, v), device, repeats, 1)
+                row[name] = {"ms": _sig(seconds * 1e3), "tflops": _sig(flops / seconds / 1e12)}
+            except (RuntimeError, torch.OutOfMemoryError):
+                row[name] = None
+        rows.append(row)
+        del q, k, v
+    return rows
 
 
 def _bench_train(unet, args, device, dtype) -> dict:
@@ -189,26 +269,71 @@ def bench_pipeline(args, device, dtype) -> dict:
     pipe = build_pipeline(args.preset, seed=0, scheduler=args.sampler, device=device)
     if dtype != torch.float32:
         pipe = pipe.to(dtype=dtype)
+    pipe.unet.set_attention_backend(args.attention_backend)
+    if args.compile:
+        pipe.unet.compile()
     size = pipe.resolution
     image = Image.new("RGBA", (size, size), (255, 255, 255, 0))
     image.paste((200, 60, 40, 255), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
     step_times = []
     kwargs = dict(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, view_ids=list(range(args.views)))
-    pipe([image], **{**kwargs, "num_inference_steps": 1})  # warm-up
+    warmup_start = time.perf_counter()
+    pipe([image], **{**kwargs, "num_inference_steps": 1})  # warm-up (and compilation)
     _sync(device)
+    warmup_s = time.perf_counter() - warmup_start
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start, cpu = time.perf_counter(), time.process_time()
     pipe([image], generator=torch.Generator().manual_seed(0),
          callback_on_step_end=lambda p, i, t, kw: step_times.append(time.perf_counter()) or {}, **kwargs)
     _sync(device)
     end, cpu = time.perf_counter(), time.process_time() - cpu
     wall = end - start
+    peak = _peak_memory_gib(device)
+    mesh = _time_mesh(size, device) if args.mesh else {}
     return {
         "preset": args.preset, "device": str(device), "device_name": _device_name(device), "dtype": str(dtype).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(), "sampler": args.sampler, "steps": args.steps,
         "guidance_scale": args.guidance_scale, "views": args.views, "wall_s": round(wall, 2), "process_cpu_s": round(cpu, 2),
         "sampling_s": round(step_times[-1] - start, 2), "decode_s": round(end - step_times[-1], 2),
-        "peak_memory_gib": round(_peak_memory_gib(device), 2),
+        "step_s": _sig((step_times[-1] - start) / args.steps), "peak_memory_gib": round(peak, 2),
+        "attention_backend": args.attention_backend, "compiled": bool(args.compile), "warmup_s": round(warmup_s, 1),
+        **mesh, **({"job_s": round(wall + mesh["mesh_s"], 2)} if mesh else {}),
     }
+
+
+def _time_mesh(size: int, device) -> dict:
+    """Seconds to reconstruct the mesh of 32 rig views at ``size`` px: a procedural evaluation
+    object's rendered views, with the preset the job uses for generated views."""
+    import time
+
+    from ..data.procedural import make_object
+    from ..data.render import Renderer
+    from ..recon.pipeline import reconstruct
+    from ..rig import rig_cameras
+
+    cameras = rig_cameras()
+    views = list(Renderer(size=size).render(make_object(0), cameras))
+    timings: dict = {}
+    _sync(device)
+    start = time.perf_counter()
+    mesh = reconstruct(views, cameras, quality="auto", device=device, timings=timings, view_source="generated")
+    _sync(device)
+    return {"mesh_s": round(time.perf_counter() - start, 2), "mesh_faces": int(len(mesh.faces)),
+            "mesh_stages_s": {k: round(v, 2) for k, v in timings.items()}}
+
+
+def format_sweep(rows: list[dict]) -> str:
+    """The attention sweep as a table: ms (TFLOP/s) per backend, per shape."""
+    from ..models.multiview_attention import ATTENTION_BACKENDS
+
+    names = list(ATTENTION_BACKENDS)
+    lines = ["attention shapes (batch, heads, q, kv, dim) x calls per step: ms (TFLOP/s) per backend",
+             "    " + " | ".join(["shape", "calls", "TFLOP"] + names)]
+    for row in rows:
+        cells = [f"{r['ms']} ({r['tflops']})" if r else "-" for r in (row[n] for n in names)]
+        lines.append("    " + " | ".join([str(tuple(row["shape"])), str(row["calls_per_step"]), str(row["tflop"])] + cells))
+    return "\n".join(lines)
 
 
 def _sig(value: float, digits: int = 4) -> float:
@@ -227,11 +352,27 @@ def _device_name(device) -> str:
 
 
 def run(args) -> int:
+    from ..errors import BAD_INPUT, MVDPPError
+    from ..models.multiview_attention import ATTENTION_BACKENDS
+
+    if args.attention_backend not in ATTENTION_BACKENDS:
+        raise MVDPPError(BAD_INPUT, f"unknown attention backend {args.attention_backend!r}", f"use one of: {', '.join(ATTENTION_BACKENDS)}")
     device, dtype = _resolve(args)
-    result = bench_pipeline(args, device, dtype) if args.pipeline else bench_unet(args, device, dtype)
+    try:
+        result = bench_pipeline(args, device, dtype) if args.pipeline else bench_unet(args, device, dtype)
+    except RuntimeError as exc:
+        if not any(text in str(exc) for text in ("No available kernel", "No viable backend")):
+            raise
+        # PyTorch's message names no shape; a forced backend lacks a kernel for one of the model's
+        # attention shapes (cuDNN, e.g., for cross-attention to a single token).
+        raise MVDPPError(BAD_INPUT, f"the {args.attention_backend!r} attention backend has no kernel for some attention layer of "
+                         f"the {args.preset!r} model on {device.type}",
+                         "--attention-sweep shows which backend runs which shape; --attention-backend auto lets PyTorch choose per layer") from exc
     width = max(len(k) for k in result)
     for key, value in result.items():
-        if value is not None:
+        if key == "attention_sweep":
+            print(format_sweep(value))
+        elif value is not None:
             print(f"{key:<{width}}  {value}")
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as f:
