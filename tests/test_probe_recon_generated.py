@@ -49,9 +49,9 @@ def test_table_counts_means_failures_and_wins():
         {"object": "b", "variant": "new", "chamfer": None, "iou": 0.0, "fscore": 0.0, "seconds": 1.0},
     ]
     rows = {line.split(" | ")[0].strip("| "): line for line in probe.summarise(records, "base").splitlines()[2:]}
-    assert rows["base"] == "| base | 2 | 0 | 0.1500 | 0.300 | 0.200 | 15.0 | - |"
+    assert rows["base"] == "| base | 2 | 0 | 0.15000 | 0.300 | 0.200 | 15.0 | - |"
     # Chamfer only over the meshes that exist; a failed mesh wins nothing
-    assert rows["new"] == "| new | 2 | 1 | 0.0500 | 0.050 | 0.100 | 15.5 | 1/2 / 0/2 |"
+    assert rows["new"] == "| new | 2 | 1 | 0.05000 | 0.050 | 0.100 | 15.5 | 1/2 / 0/2 |"
 
 
 def test_generate_score_and_resume_on_a_tiny_set(tiny_checkpoint, tmp_path):

@@ -97,11 +97,11 @@ def parse_variant(text: str) -> dict:
     return variant
 
 
-def mesh_of(obj, variant: dict, cache: Path, inputs: int, quality: str):
+def mesh_of(obj, variant: dict, cache: Path, inputs: int, quality: str, device: str = "cpu"):
     """The MeshAttempt (mvdpp.evaluation.baselines) of one variant on one object."""
     from mvdpp.evaluation.baselines import MeshSettings, reconstruct_views, silhouette_baseline
 
-    settings = MeshSettings(quality, "cpu", dict(variant["overrides"]))
+    settings = MeshSettings(quality, device, dict(variant["overrides"]))
     if variant["cone"]:
         return silhouette_baseline(obj.inputs(inputs), obj.input_cameras[:inputs], settings)
     images = obj.views() if variant["views"] == "truth" else list(np.load(cache / f"{obj.folder.name}.npy"))
@@ -117,7 +117,7 @@ def move_inward(mesh, distance: float) -> None:
 
 
 def score(evalset, cache, variants: list[str], out, samples=30_000, iou_resolution=128, quality="draft",
-          shard=(1, 1), log=print) -> list[dict]:
+          shard=(1, 1), log=print, device="cpu") -> list[dict]:
     """Reconstruct and score every (object, variant) pair not yet in ``out``; returns the new records."""
     from mvdpp.evaluation.evalset_reader import find_objects
     from mvdpp.evaluation.scoring import MeshReference, failed_mesh_scores, score_mesh
@@ -136,10 +136,10 @@ def score(evalset, cache, variants: list[str], out, samples=30_000, iou_resoluti
             continue
         reference = MeshReference.of(obj.mesh(), samples, iou_resolution)
         for text in todo:
-            attempt = mesh_of(obj, parsed[text], cache, inputs, quality)
+            attempt = mesh_of(obj, parsed[text], cache, inputs, quality, device)
             scores = score_mesh(attempt.mesh, reference) if attempt.mesh is not None else failed_mesh_scores()
             record = {"object": obj.folder.name, "variant": text, **scores, "seconds": round(attempt.seconds, 2),
-                      "error": attempt.error, "samples": samples, "quality": quality}
+                      "error": attempt.error, "samples": samples, "quality": quality, "device": device}
             with out.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             new.append(record)
@@ -163,7 +163,7 @@ def summarise(records: list[dict], base: str | None = None) -> str:
     for name, rows in by_variant.items():
         chamfers = [r["chamfer"] for r in rows.values() if r["chamfer"] is not None]
         cells = [name, str(len(rows)), str(len(rows) - len(chamfers)),
-                 f"{np.mean(chamfers):.4f}" if chamfers else "-",
+                 f"{np.mean(chamfers):.5f}" if chamfers else "-",
                  f"{np.mean([r['iou'] for r in rows.values()]):.3f}",
                  f"{np.mean([r['fscore'] for r in rows.values()]):.3f}",
                  f"{np.mean([r['seconds'] for r in rows.values()]):.1f}"]
@@ -200,6 +200,7 @@ def main(argv=None) -> int:
     sc.add_argument("--iou-resolution", type=int, default=128)
     sc.add_argument("--quality", default="draft")
     sc.add_argument("--shard", default="1/1", help="K/N: every N-th object from the K-th")
+    sc.add_argument("--device", default="cpu", help="where to reconstruct: cpu or cuda (scoring is on the CPU)")
     tb = commands.add_parser("table", help="markdown table of the means per variant")
     tb.add_argument("results", nargs="+")
     tb.add_argument("--base", default=None, help="variant to count per-object wins against")
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
                        args.seed, args.limit)
     elif args.command == "score":
         score(args.evalset, args.cache, args.variants, args.out, args.samples, args.iou_resolution, args.quality,
-              parse_shard(args.shard))
+              parse_shard(args.shard), device=args.device)
     else:
         print(summarise(read_records(args.results), args.base), end="")
     return 0

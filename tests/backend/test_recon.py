@@ -73,6 +73,15 @@ def test_concave_cup_keeps_its_cavity(cup_views):
     assert mesh.volume > 0.5 * scenes.cup_mesh().volume
 
 
+def test_stereo_settings_reach_the_sweep(cup_views):
+    """The sweep's thresholds are ReconSettings fields: a gain no colour difference can reach
+    believes no deeper surface, so the cavity stays filled as with the hull alone; a hull
+    surface as deep as the cup believes none either."""
+    assert _cavity_fill(_recon(cup_views, stereo_min_gain=2.0)) > 0.9
+    assert _cavity_fill(_recon(cup_views, stereo_near_hull_nodes=GRID)) > 0.9
+    assert _cavity_fill(_recon(cup_views, stereo_hypotheses=48)) < 0.35
+
+
 def test_one_corrupted_mask_does_not_punch_a_hole(sphere_views):
     corrupted = sphere_views.copy()
     bad = 9  # elevation 0, azimuth 45

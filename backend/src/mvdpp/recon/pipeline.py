@@ -75,7 +75,9 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
     if settings.stereo:
         t0 = time.perf_counter()
         report("stereo", 0, 1)
-        depths, _ = stereo_depths(views, grid, field, view_weights, check_cancel=check_cancel)
+        depths, _ = stereo_depths(views, grid, field, view_weights, hypotheses=settings.stereo_hypotheses,
+                                  near_hull_nodes=settings.stereo_near_hull_nodes, min_gain=settings.stereo_min_gain,
+                                  check_cancel=check_cancel)
         # carve_field is > 0 in empty space; marching cubes wants inside above the level
         carved = carve_field(views, grid, depths, view_weights, settings.hull_tolerated_votes,
                              solid=field >= 0.5, check_cancel=check_cancel)

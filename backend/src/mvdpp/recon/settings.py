@@ -38,6 +38,13 @@ class ReconSettings:
     grid_resolution: int
     #: Carve concavities by multi-view stereo inside the hull (False = visual hull only).
     stereo: bool = True
+    #: Depth hypotheses per stereo ray, spread from where it enters the hull to where it leaves.
+    stereo_hypotheses: int = 96
+    #: Stereo hypotheses this many grid nodes behind the hull's entry still count as the hull's
+    #: surface: the masks place it more exactly than the sweep could.
+    stereo_near_hull_nodes: float = 3.0
+    #: Mean colour difference (0-1) by which a deeper surface must beat the hull's to be believed.
+    stereo_min_gain: float = 0.03
     #: A voxel is carved by the visual hull only when more than this many views see it as
     #: background: one corrupted mask must not punch a hole through the object.
     hull_tolerated_votes: int = 1

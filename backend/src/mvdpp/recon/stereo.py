@@ -20,14 +20,9 @@ from .views import ViewSet
 
 NEIGHBOURS = 6
 KEEP_BEST = 3
-HYPOTHESES = 96
 WINDOW = 5
-#: Mean colour difference (0-1) by which a deeper surface must beat the hull's to be believed.
-MIN_GAIN = 0.03
-#: ... and must itself be a good match (mean colour difference below this).
+#: A deeper hypothesis must itself be a good match (mean colour difference below this).
 MAX_MATCH_COST = 0.1
-#: Hypotheses this many grid nodes behind the hull's entry still count as the hull's surface.
-NEAR_HULL_NODES = 3
 #: Stereo works on images at most this size (larger views are averaged down: cost).
 MAX_SIZE = 256
 
@@ -44,10 +39,12 @@ def _sample(image: torch.Tensor, pixels: torch.Tensor, size: int) -> torch.Tenso
     return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0]
 
 
-def stereo_depths(views: ViewSet, grid: Grid, hull: torch.Tensor, view_weights: torch.Tensor,
-                  check_cancel=None) -> tuple[torch.Tensor, int]:
+def stereo_depths(views: ViewSet, grid: Grid, hull: torch.Tensor, view_weights: torch.Tensor, *,
+                  hypotheses: int, near_hull_nodes: float, min_gain: float, check_cancel=None) -> tuple[torch.Tensor, int]:
     """(V, S', S') depth maps along each view's axis and S'; inf where stereo found no surface
-    clearly deeper than the hull's."""
+    clearly deeper than the hull's. ``hypotheses`` depths per ray; a hypothesis within
+    ``near_hull_nodes`` grid nodes of the hull's entry counts as the hull's surface; a deeper one
+    must beat it by ``min_gain`` in mean colour difference (mvdpp.recon.settings.ReconSettings)."""
     device = views.device
     factor = max(1, views.size // MAX_SIZE)
     size = views.size // factor
@@ -83,7 +80,7 @@ def stereo_depths(views: ViewSet, grid: Grid, hull: torch.Tensor, view_weights: 
         last = march - 1 - torch.argmax(occ.flip(1).int(), 1)
         t_in = t.gather(1, first[:, None])[:, 0]
         t_out = t.gather(1, last[:, None])[:, 0]
-        hyp = t_in[:, None] + (t_out - t_in).clamp_min(0)[:, None] * torch.linspace(0, 1, HYPOTHESES, device=device)
+        hyp = t_in[:, None] + (t_out - t_in).clamp_min(0)[:, None] * torch.linspace(0, 1, hypotheses, device=device)
         pts = origin[:, None, :] + hyp[..., None] * dirs[:, None, :]           # (P, K, 3)
         ref = rgb[v][:, ys[fg], xs[fg]].T                                      # (P, 3)
         costs = []
@@ -93,31 +90,31 @@ def stereo_depths(views: ViewSet, grid: Grid, hull: torch.Tensor, view_weights: 
             pix, dep = views.project(pts.reshape(-1, 3), n)
             pix = pix / factor
             ok = views.inside_image(pix * factor, dep)
-            sample = _sample(torch.cat([rgb[n], alpha[n]]), pix, size).T.view(fg.shape[0], HYPOTHESES, 4)
+            sample = _sample(torch.cat([rgb[n], alpha[n]]), pix, size).T.view(fg.shape[0], hypotheses, 4)
             diff = (sample[..., :3] - ref[:, None, :]).abs().mean(-1)
             diff = torch.where(sample[..., 3] >= 0.5, diff, torch.ones_like(diff))  # lands on background: wrong
-            diff = torch.where(ok.view(fg.shape[0], HYPOTHESES), diff, torch.full_like(diff, 0.5))
+            diff = torch.where(ok.view(fg.shape[0], hypotheses), diff, torch.full_like(diff, 0.5))
             costs.append(diff)
         if len(costs) < 2:
             continue
         cost = torch.stack(costs).sort(0).values[: min(KEEP_BEST, len(costs))].mean(0)  # (P, K)
         # aggregate over a window of the image: single pixels are too noisy to match
-        volume = torch.zeros(HYPOTHESES, size * size, device=device)
+        volume = torch.zeros(hypotheses, size * size, device=device)
         count = torch.zeros(1, size * size, device=device)
         volume[:, fg] = cost.T
         count[:, fg] = 1.0
         pad = WINDOW // 2
-        volume = F.avg_pool2d(volume.view(1, HYPOTHESES, size, size), WINDOW, 1, pad, count_include_pad=True)
+        volume = F.avg_pool2d(volume.view(1, hypotheses, size, size), WINDOW, 1, pad, count_include_pad=True)
         count = F.avg_pool2d(count.view(1, 1, size, size), WINDOW, 1, pad, count_include_pad=True)
-        cost = (volume / count.clamp_min(1e-6)).view(HYPOTHESES, -1)[:, fg].T
+        cost = (volume / count.clamp_min(1e-6)).view(hypotheses, -1)[:, fg].T
         # The hull's surface is only as exact as the masks: any hypothesis within a few nodes of
         # the entry counts as "the hull is right there".
-        near_hull = hyp <= t_in[:, None] + NEAR_HULL_NODES * grid.spacing
+        near_hull = hyp <= t_in[:, None] + near_hull_nodes * grid.spacing
         hull_cost = torch.where(near_hull, cost, torch.full_like(cost, float("inf"))).amin(1)
         deeper_cost = torch.where(near_hull, torch.full_like(cost, float("inf")), cost)
         best = deeper_cost.argmin(1)
         best_cost = deeper_cost.gather(1, best[:, None])[:, 0]
-        believe = (hull_cost - best_cost > MIN_GAIN) & (best_cost < MAX_MATCH_COST)
+        believe = (hull_cost - best_cost > min_gain) & (best_cost < MAX_MATCH_COST)
         axis = -views.c2w[v, :3, 2]
         depth = hyp.gather(1, best[:, None])[:, 0] * (dirs @ axis)
         # Only believed deeper surfaces are kept: elsewhere the masks (the hull) decide, which is
