@@ -39,6 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mesh", action="store_true", help="with --pipeline: also time the mesh stage (see the module doc)")
     parser.add_argument("--attention-backend", default="auto", help="auto | flash | cudnn | efficient | math (default auto)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (compilation is not timed)")
+    parser.add_argument("--channels-last", action="store_true", help="the UNet's weights and inputs in channels_last memory format")
     parser.add_argument("--attention-sweep", action="store_true", help="time each attention shape of a step on every backend")
     parser.add_argument("--profile", action="store_true", help="split one step's time by component (torch.profiler)")
     parser.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
@@ -149,6 +150,9 @@ def bench_unet(args, device, dtype) -> dict:
     params = sum(p.numel() for p in unet.parameters())
     batch = 1 if args.no_guidance else 2  # guidance = conditional + unconditional as one batch
     inputs = _random_inputs(unet, batch, args.condition_views, args.views, device, dtype)
+    if args.channels_last:
+        unet.to(memory_format=torch.channels_last)
+        inputs.sample = inputs.sample.contiguous(memory_format=torch.channels_last)
 
     def step():
         with torch.no_grad():
@@ -176,6 +180,7 @@ def bench_unet(args, device, dtype) -> dict:
         "guidance_batch": batch, "step_s": _sig(seconds), "step_tflop": _sig(flops / 1e12),
         "achieved_tflops": _sig(flops / seconds / 1e12), "peak_memory_gib": round(_peak_memory_gib(device), 2),
         "attention_backend": args.attention_backend, "compiled": bool(args.compile), "compile_s": compile_s,
+        "channels_last": bool(args.channels_last),
     }
     if args.profile:
         from ..training.profiling import component_breakdown
@@ -270,6 +275,8 @@ def bench_pipeline(args, device, dtype) -> dict:
     if dtype != torch.float32:
         pipe = pipe.to(dtype=dtype)
     pipe.unet.set_attention_backend(args.attention_backend)
+    if args.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
     if args.compile:
         pipe.unet.compile()
     size = pipe.resolution
@@ -298,6 +305,7 @@ def bench_pipeline(args, device, dtype) -> dict:
         "sampling_s": round(step_times[-1] - start, 2), "decode_s": round(end - step_times[-1], 2),
         "step_s": _sig((step_times[-1] - start) / args.steps), "peak_memory_gib": round(peak, 2),
         "attention_backend": args.attention_backend, "compiled": bool(args.compile), "warmup_s": round(warmup_s, 1),
+        "channels_last": bool(args.channels_last),
         **mesh, **({"job_s": round(wall + mesh["mesh_s"], 2)} if mesh else {}),
     }
 
