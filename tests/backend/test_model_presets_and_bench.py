@@ -166,7 +166,7 @@ def test_bench_paper_attention_sweep_lists_every_attention_shape(tmp_path, capsy
     self-attention joins each object's 3 views at both levels, cross-attention runs per view."""
     out = tmp_path / "bench.json"
     assert main(["bench", "paper", "--preset", "tiny", "--device", "cpu", "--views", "2", "--steps", "1", "--warmup", "0",
-                 "--attention-sweep", "--attention-backend", "math", "--json", str(out)]) == 0
+                 "--attention-sweep", "--attention-backend", "math", "--channels-last", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     shapes = {tuple(row["shape"]): row for row in result["attention_sweep"]}
     # level 0: 8x8 latents, 1 head of 32; level 1: 4x4, 2 heads of 32 (the tiny preset)
@@ -178,7 +178,7 @@ def test_bench_paper_attention_sweep_lists_every_attention_shape(tmp_path, capsy
         assert row["tflop"] == pytest.approx(4 * math.prod(row["shape"]) / 1e12, rel=1e-3)
         if not torch.cuda.is_available():
             assert row["cudnn"] is None  # no CPU kernel: reported, not a crash
-    assert result["attention_backend"] == "math"
+    assert result["attention_backend"] == "math" and result["channels_last"] is True
     assert "per backend" in capsys.readouterr().out
 
 
