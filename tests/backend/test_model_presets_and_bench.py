@@ -188,6 +188,14 @@ def test_bench_paper_pipeline_times_the_mesh_stage(tmp_path):
                  "--mesh", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["mesh_faces"] > 1000 and result["mesh_s"] > 0
+    # the step's FLOP rate beside the matmul rate of the same run (issue 9's point 1)
+    assert result["step_tflop"] > 0 and result["matmul_tflops"] > 0
+    assert result["achieved_tflops"] == pytest.approx(result["step_tflop"] / result["step_s"], rel=0.01)
+    assert result["fraction_of_matmul"] == pytest.approx(result["achieved_tflops"] / result["matmul_tflops"], rel=0.01)
+    step_only = tmp_path / "step.json"
+    assert main(["bench", "paper", "--preset", "tiny", "--device", "cpu", "--views", "2", "--steps", "1", "--warmup", "0",
+                 "--json", str(step_only)]) == 0
+    assert result["step_tflop"] == json.loads(step_only.read_text())["step_tflop"]  # the same guided step counted
     assert result["job_s"] == pytest.approx(result["wall_s"] + result["mesh_s"], abs=0.02)
 
 

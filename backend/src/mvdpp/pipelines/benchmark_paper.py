@@ -297,17 +297,34 @@ def bench_pipeline(args, device, dtype) -> dict:
     end, cpu = time.perf_counter(), time.process_time() - cpu
     wall = end - start
     peak = _peak_memory_gib(device)
+    step_s = (step_times[-1] - start) / args.steps
+    step_flops = _pipeline_step_flops(pipe.unet, args, device, dtype)
+    matmul = matmul_tflops(device, dtype)
     mesh = _time_mesh(size, device) if args.mesh else {}
     return {
         "preset": args.preset, "device": str(device), "device_name": _device_name(device), "dtype": str(dtype).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(), "sampler": args.sampler, "steps": args.steps,
         "guidance_scale": args.guidance_scale, "views": args.views, "wall_s": round(wall, 2), "process_cpu_s": round(cpu, 2),
         "sampling_s": round(step_times[-1] - start, 2), "decode_s": round(end - step_times[-1], 2),
-        "step_s": _sig((step_times[-1] - start) / args.steps), "peak_memory_gib": round(peak, 2),
+        "step_s": _sig(step_s), "step_tflop": _sig(step_flops / 1e12), "achieved_tflops": _sig(step_flops / step_s / 1e12),
+        "matmul_tflops": _sig(matmul), "fraction_of_matmul": _sig(step_flops / step_s / 1e12 / matmul),
+        "peak_memory_gib": round(peak, 2),
         "attention_backend": args.attention_backend, "compiled": bool(args.compile), "warmup_s": round(warmup_s, 1),
         "channels_last": bool(args.channels_last),
         **mesh, **({"job_s": round(wall + mesh["mesh_s"], 2)} if mesh else {}),
     }
+
+
+def _pipeline_step_flops(unet, args, device, dtype) -> int:
+    """FLOPs of one denoising step as the pipeline runs it: one UNet call over 1 condition +
+    ``--views`` views, for two objects when guidance is on (conditional + unconditional)."""
+    import torch
+
+    batch = 2 if args.guidance_scale > 1 else 1
+    inputs = _random_inputs(unet, batch, 1, args.views, device, dtype)
+    with torch.no_grad(), flop_counter() as counter:
+        unet(**inputs.as_kwargs())
+    return counter.get_total_flops()
 
 
 def _time_mesh(size: int, device) -> dict:
