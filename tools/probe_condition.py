@@ -5,7 +5,8 @@ objects at a few timesteps, four ways: with the true condition, with no conditio
 classifier-free-guidance input), with another object's condition, and with the rig view ids
 shuffled among each object's views. A model that uses the condition and the poses scores
 clearly worse in the last three; equal figures mean it ignores them (BENCHMARKS.md, "Embedded
-default model").
+default model"). ``--guidance G ...`` adds the error of the guided prediction the sampler
+follows, uncond + G (cond - uncond), which a lower conditional error alone does not bound.
 
     PYTHONPATH=backend/src python tools/probe_condition.py backend/src/mvdpp/weights/default
 """
@@ -24,7 +25,7 @@ TIMESTEPS = (100, 300, 500, 700, 900)
 
 
 @torch.no_grad()
-def probe(checkpoint: str, objects: int, device: str) -> None:
+def probe(checkpoint: str, objects: int, device: str, guidance=()) -> None:
     pipe = MVDiffusionPPPipeline.from_pretrained(checkpoint).to(device)
     pipe.set_progress_bar_config(disable=True)
     unet = pipe.unet.float()
@@ -54,17 +55,23 @@ def probe(checkpoint: str, objects: int, device: str) -> None:
         else:
             target = scheduler.get_velocity(gen.flatten(0, 1), noise.flatten(0, 1), per_view).unflatten(0, gen.shape[:2])
 
-        def error(cond_latents, cond, view_ids, **kw) -> float:
+        def predict(cond_latents, cond, view_ids, **kw) -> torch.Tensor:
             inputs = build_unet_inputs(unet.config, cond_latents, noisy_gen, cond, view_ids, per_object, **kw)
-            predicted = split_views(unet(**inputs.as_kwargs()).sample, objects, 1)[1]
+            return split_views(unet(**inputs.as_kwargs()).sample, objects, 1)[1]
+
+        def error(predicted) -> float:
             return ((predicted - target) ** 2).mean().item()
 
+        conditional = predict(noisy_cond, condition, ids)
+        unconditional = predict(noisy_cond, condition, ids, drop_condition=True)
         other = type(condition)(latents=condition.latents.roll(1, 0), tokens=condition.tokens.roll(1, 0),
                                 null_latent=condition.null_latent)
-        print(f"t={t:>3}  true condition {error(noisy_cond, condition, ids):.5f}  "
-              f"none {error(noisy_cond, condition, ids, drop_condition=True):.5f}  "
-              f"another object's {error(noisy_cond.roll(1, 0), other, ids):.5f}  "
-              f"view ids shuffled {error(noisy_cond, condition, ids.roll(1, 1)):.5f}", flush=True)
+        # what the sampler follows: the prediction extrapolated away from the unconditional one
+        guided = "".join(f"  guided {g:g} {error(unconditional + g * (conditional - unconditional)):.5f}" for g in guidance)
+        print(f"t={t:>3}  true condition {error(conditional):.5f}  "
+              f"none {error(unconditional):.5f}  "
+              f"another object's {error(predict(noisy_cond.roll(1, 0), other, ids)):.5f}  "
+              f"view ids shuffled {error(predict(noisy_cond, condition, ids.roll(1, 1))):.5f}{guided}", flush=True)
 
 
 def main() -> None:
@@ -72,8 +79,10 @@ def main() -> None:
     parser.add_argument("checkpoint", help="a pipeline folder (an export, or backend/src/mvdpp/weights/default)")
     parser.add_argument("--objects", type=int, default=8, help="objects rendered for the probe (8 views each)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--guidance", type=float, nargs="*", default=[], metavar="G",
+                        help="also score the guided prediction uncond + G (cond - uncond) at these scales")
     args = parser.parse_args()
-    probe(args.checkpoint, args.objects, args.device)
+    probe(args.checkpoint, args.objects, args.device, args.guidance)
 
 
 if __name__ == "__main__":
