@@ -25,13 +25,20 @@ ATTENTION_BACKENDS = {
 }
 
 
+def check_attention_backend(name: str | None) -> str | None:
+    """``name`` as a processor stores it: None for PyTorch's choice ("auto" or None); raises
+    ValueError for a name not in ATTENTION_BACKENDS."""
+    if name is not None and name not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; use one of {', '.join(ATTENTION_BACKENDS)}")
+    return None if name == "auto" else name
+
+
 def attention_backend_context(name: str | None):
     """A context in which scaled_dot_product_attention uses only backend ``name`` (None/"auto":
-    PyTorch's choice). Raises ValueError for an unknown name."""
-    if name is None or name == "auto":
+    PyTorch's choice)."""
+    name = check_attention_backend(name)
+    if name is None:
         return contextlib.nullcontext()
-    if name not in ATTENTION_BACKENDS:
-        raise ValueError(f"unknown attention backend {name!r}; use one of {', '.join(ATTENTION_BACKENDS)}")
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([getattr(SDPBackend, ATTENTION_BACKENDS[name])])

@@ -157,12 +157,11 @@ class MultiViewUNetModel(ModelMixin, ConfigMixin):
         """Run every attention layer on one SDPA backend ("flash", "cudnn", "efficient", "math";
         None or "auto": PyTorch's choice). A runtime setting, not part of the config: the
         backends compute the same attention and differ only in speed and rounding."""
-        from .multiview_attention import ATTENTION_BACKENDS
+        from .multiview_attention import check_attention_backend
 
-        if backend is not None and backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"unknown attention backend {backend!r}; use one of {', '.join(ATTENTION_BACKENDS)}")
+        backend = check_attention_backend(backend)
         for processor in self.body.attn_processors.values():
-            processor.backend = None if backend == "auto" else backend
+            processor.backend = backend
 
     @property
     def num_attention_heads(self) -> tuple:

@@ -19,6 +19,8 @@ matmul rate). ``--profile`` splits one step's time by component.
 from __future__ import annotations
 
 import json
+import statistics
+import time
 
 HELP = "multi-view UNet step time, achieved TFLOP/s vs a matmul, peak memory (default: paper preset on the GPU)"
 
@@ -70,9 +72,6 @@ def _sync(device) -> None:
 
 def _timed(fn, device, repeats: int, warmup: int) -> float:
     """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` untimed ones."""
-    import statistics
-    import time
-
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -164,8 +163,6 @@ def bench_unet(args, device, dtype) -> dict:
     shapes = _attention_shapes(step) if args.attention_sweep else None
     compile_s = None
     if args.compile:
-        import time
-
         unet.compile()
         start = time.perf_counter()
         step()  # compiles
@@ -264,8 +261,6 @@ def _bench_train(unet, args, device, dtype) -> dict:
 
 def bench_pipeline(args, device, dtype) -> dict:
     """One image -> ``--views`` rig views, end to end, wall and CPU time."""
-    import time
-
     import torch
     from PIL import Image
 
@@ -330,8 +325,6 @@ def _pipeline_step_flops(unet, args, device, dtype) -> int:
 def _time_mesh(size: int, device) -> dict:
     """Seconds to reconstruct the mesh of 32 rig views at ``size`` px: a procedural evaluation
     object's rendered views, with the preset the job uses for generated views."""
-    import time
-
     from ..data.procedural import make_object
     from ..data.render import Renderer
     from ..recon.pipeline import reconstruct
@@ -378,10 +371,12 @@ def _device_name(device) -> str:
 
 def run(args) -> int:
     from ..errors import BAD_INPUT, MVDPPError
-    from ..models.multiview_attention import ATTENTION_BACKENDS
+    from ..models.multiview_attention import check_attention_backend
 
-    if args.attention_backend not in ATTENTION_BACKENDS:
-        raise MVDPPError(BAD_INPUT, f"unknown attention backend {args.attention_backend!r}", f"use one of: {', '.join(ATTENTION_BACKENDS)}")
+    try:
+        check_attention_backend(args.attention_backend)
+    except ValueError as exc:
+        raise MVDPPError(BAD_INPUT, str(exc)) from exc
     device, dtype = _resolve(args)
     try:
         result = bench_pipeline(args, device, dtype) if args.pipeline else bench_unet(args, device, dtype)

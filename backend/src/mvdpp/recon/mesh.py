@@ -51,8 +51,7 @@ def drop_floaters(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
         return mesh
     big = counts >= MIN_COMPONENT_FACES
     if not big.any():
-        big = counts == counts.max()
-        big[np.flatnonzero(big)[1:]] = False  # one piece only, as before
+        big = np.arange(len(counts)) == counts.argmax()  # one piece only, as before
     keep = big[labels]
     if keep.all():
         return mesh
