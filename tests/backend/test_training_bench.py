@@ -48,3 +48,19 @@ def test_flop_count_includes_attention_forward_and_backward():
         torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().backward()
 
     assert count_flops(attention_step) == int(4 * 2 * 4 * 128 * 128 * 32 * 3.5)
+
+
+def test_running_out_of_memory_is_a_clear_error_not_an_internal_one(monkeypatch, capsys):
+    """A batch too large for the GPU is the user's setting, not a bug: exit 2 with a hint."""
+    import torch
+
+    from mvdpp.training import benchmark_train
+
+    def out_of_memory(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 432.00 MiB.\nmore detail")
+
+    monkeypatch.setattr(benchmark_train, "run", out_of_memory)
+    assert main(["bench", "train", "--tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "ran out of memory (CUDA out of memory. Tried to allocate 432.00 MiB.)" in err
+    assert "--batch-size" in err and "internal error" not in err and "more detail" not in err

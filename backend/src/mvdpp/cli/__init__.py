@@ -64,6 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a user-facing tool
         if args.debug:
             raise
+        if _is_out_of_memory(exc):
+            # not a bug: the settings asked for more memory than the machine has
+            print(f"mvdpp: error: the {args.command} command ran out of memory ({_first_line(exc)})", file=sys.stderr)
+            print("  hint: use a smaller --batch-size (or fewer views or objects), --low-vram where the command has it, "
+                  "or close other programs using the GPU", file=sys.stderr)
+            return 2
         print(f"mvdpp: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         print("  hint: rerun with --debug for the full traceback and report it as a bug", file=sys.stderr)
         return 1
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (or an older RuntimeError saying so) or the host's MemoryError,
+    recognised without importing torch (the CLI starts without it)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
