@@ -13,8 +13,10 @@ from .grid import Grid
 MIN_COMPONENT_FACES = 40
 
 
-def extract_mesh(field: np.ndarray, grid: Grid, level: float, smoothing_iterations: int = 8) -> trimesh.Trimesh:
-    """Marching cubes of ``field`` (R, R, R, indexed [x, y, z]) at ``level``; inside = above level."""
+def extract_mesh(field: np.ndarray, grid: Grid, level: float, smoothing_iterations: int = 8,
+                 drop_hollows: bool = False) -> trimesh.Trimesh:
+    """Marching cubes of ``field`` (R, R, R, indexed [x, y, z]) at ``level``; inside = above level.
+    ``drop_hollows``: also remove the surfaces of hollows sealed inside the solid (drop_floaters)."""
     import mcubes
 
     field = np.asarray(field, dtype=np.float64)
@@ -29,7 +31,7 @@ def extract_mesh(field: np.ndarray, grid: Grid, level: float, smoothing_iteratio
     vertices = grid.to_world(vertices - 1.0)
     # PyMCubes' winding makes outward normals for an inside-is-above-level field.
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
-    mesh = drop_floaters(mesh)
+    mesh = drop_floaters(mesh, drop_hollows)
     if smoothing_iterations > 0:
         trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=-0.53, iterations=smoothing_iterations)
     if mesh.volume < 0:  # guard the winding convention whatever the library version does
@@ -37,9 +39,15 @@ def extract_mesh(field: np.ndarray, grid: Grid, level: float, smoothing_iteratio
     return mesh
 
 
-def drop_floaters(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+def drop_floaters(mesh: trimesh.Trimesh, drop_hollows: bool = False) -> trimesh.Trimesh:
     """Remove connected pieces (faces joined by shared edges) with fewer than
     MIN_COMPONENT_FACES faces; keep the largest piece if every piece is that small.
+
+    ``drop_hollows`` also removes closed pieces that face inward: the walls of hollows sealed
+    inside the solid. Carving leaves such bubbles where it wrongly empties a pocket deep inside
+    an object; no view can see into them, so they are no surface of the object, only faces that
+    sit far from it (docs/reconstruction.md). Which way is inward is read from the largest
+    piece, which always bounds the solid from outside.
 
     Works on face labels: splitting into one Trimesh per piece cost seconds on the porous
     meshes of generated views (thousands of pieces)."""
@@ -52,6 +60,13 @@ def drop_floaters(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     big = counts >= MIN_COMPONENT_FACES
     if not big.any():
         big = np.arange(len(counts)) == counts.argmax()  # one piece only, as before
+    if drop_hollows:
+        triangles = mesh.triangles
+        # signed volume of each piece: the divergence theorem over its faces
+        face_volume = np.einsum("ij,ij->i", triangles[:, 0], np.cross(triangles[:, 1], triangles[:, 2])) / 6.0
+        volume = np.bincount(labels, weights=face_volume, minlength=len(counts))
+        outward = np.sign(volume[counts.argmax()]) or 1.0
+        big &= volume * outward > 0
     keep = big[labels]
     if keep.all():
         return mesh

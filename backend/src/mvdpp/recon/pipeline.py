@@ -90,7 +90,7 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
     check_cancel()
     t0 = time.perf_counter()
     report("mesh", 0, 1)
-    mesh = extract_mesh(field.float().cpu().numpy(), grid, level, settings.smoothing_iterations)
+    mesh = extract_mesh(field.float().cpu().numpy(), grid, level, settings.smoothing_iterations, settings.drop_hollows)
     timings["mesh_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
