@@ -384,3 +384,22 @@ def test_running_out_of_gpu_memory_is_a_clear_error(tmp_path, monkeypatch, capsy
     assert "The GPU ran out of memory while training unet-v-mixed at --batch-size 256" in err
     assert "hint: Lower --batch-size" in err and "--resume" in err
     assert "Traceback" not in err and "internal error" not in err
+
+
+def test_zero_terminal_snr_trains_on_pure_noise_at_the_last_step_and_keeps_it_in_the_export(tmp_path):
+    """--zero-terminal-snr: the objective noises with the rescaled schedule (t = 999 is pure
+    noise, as sampling starts) and the exported sampler keeps it; epsilon stages refuse it."""
+    export = tmp_path / "export"
+    trainer = Trainer(tiny_settings(tmp_path / "run", "unet-v-single", max_steps=1, zero_terminal_snr=True,
+                                    export=str(export)), data="synthetic", quiet=True)
+    trainer.train()
+    noise = trainer.objective.noise_scheduler
+    assert noise.config.rescale_betas_zero_snr and float(noise.alphas_cumprod[-1]) == 0.0
+    plain = Trainer(tiny_settings(tmp_path / "plain", "unet-v-single"), data="synthetic", quiet=True)
+    plain.setup()
+    assert float(plain.objective.noise_scheduler.alphas_cumprod[-1]) > 1e-3  # the old schedule leaves signal
+    saved = json.loads((export / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["rescale_betas_zero_snr"] is True and saved["prediction_type"] == "v_prediction"
+    with pytest.raises(MVDPPError, match="--zero-terminal-snr needs a v-prediction stage"):
+        tiny_settings(tmp_path, "unet-eps-single", zero_terminal_snr=True).validate()
+    assert main(["train", "--stage", "unet-eps-single", "--output", str(tmp_path / "x"), "--zero-terminal-snr"]) == 2

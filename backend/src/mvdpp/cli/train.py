@@ -25,6 +25,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--global-attention-levels", type=int, nargs="+", metavar="LEVEL",
                         help="UNet stages: levels (0 = full latent resolution) whose self-attention spans all views; "
                              "default: the model's own setting")
+    parser.add_argument("--zero-terminal-snr", action="store_true",
+                        help="v-prediction stages: rescale the noise schedule so its last timestep is pure noise, as "
+                             "sampling starts (kept in the checkpoint; docs/training.md)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output (if any)")
     parser.add_argument("--max-steps", type=int, default=d.max_steps, help="stop at this global step (default: %(default)s)")
     parser.add_argument("--max-minutes", type=float, help="stop cleanly (and save) after this many minutes of training")
@@ -78,7 +81,7 @@ def settings_from_args(args):
         compile=args.compile, compile_mode=args.compile_mode, channels_last=args.channels_last, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, init_from=args.init_from,
         fold_input_conv=args.fold_input_conv, global_attention_levels=args.global_attention_levels,
-        data=args.data, num_workers=args.num_workers, assets=args.assets,
+        zero_terminal_snr=args.zero_terminal_snr, data=args.data, num_workers=args.num_workers, assets=args.assets,
         cache_objects=args.cache_objects, cache_refresh_steps=args.cache_refresh_steps, cache_prefetch=args.cache_prefetch, export=args.export, log_objects=args.log_objects,
     )
 

@@ -75,9 +75,12 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
     def scheduler_name(self) -> str | None:
         return scheduler_name(self.scheduler)
 
-    def use_scheduler(self, name: str, prediction_type: str | None = None) -> "MVDiffusionPPPipeline":
-        """Switch sampler ("ddpm", "ddim", "dpm++", "euler") keeping the noise schedule and prediction type."""
-        self.scheduler = make_scheduler(name, like=self.scheduler, prediction_type=prediction_type)
+    def use_scheduler(self, name: str, prediction_type: str | None = None,
+                      zero_terminal_snr: bool | None = None) -> "MVDiffusionPPPipeline":
+        """Switch sampler ("ddpm", "ddim", "dpm++", "euler") keeping the noise schedule and prediction
+        type unless ``prediction_type`` / ``zero_terminal_snr`` say otherwise."""
+        self.scheduler = make_scheduler(name, like=self.scheduler, prediction_type=prediction_type,
+                                        zero_terminal_snr=zero_terminal_snr)
         return self
 
     # ----------------------------------------------------------------------------- inputs

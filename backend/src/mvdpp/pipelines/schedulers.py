@@ -32,8 +32,9 @@ SCHEDULERS = {
 }
 
 
-def make_scheduler(name: str, like=None, prediction_type: str | None = None):
-    """A scheduler called ``name`` with the schedule of scheduler ``like`` (or the default one)."""
+def make_scheduler(name: str, like=None, prediction_type: str | None = None, zero_terminal_snr: bool | None = None):
+    """A scheduler called ``name`` with the schedule of scheduler ``like`` (or the default one);
+    ``zero_terminal_snr`` True rescales the betas so the last timestep is pure noise."""
     import diffusers
 
     if name not in SCHEDULERS:
@@ -46,6 +47,8 @@ def make_scheduler(name: str, like=None, prediction_type: str | None = None):
         if prediction_type not in ("epsilon", "v_prediction"):
             raise MVDPPError(BAD_INPUT, f"unknown prediction type {prediction_type!r}", "use 'epsilon' or 'v_prediction'")
         config["prediction_type"] = prediction_type
+    if zero_terminal_snr is not None:
+        config["rescale_betas_zero_snr"] = bool(zero_terminal_snr)
     config.update(settings)
     return getattr(diffusers, class_name).from_config(config)
 

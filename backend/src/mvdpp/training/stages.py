@@ -107,6 +107,9 @@ class TrainSettings:
     #: UNet stages: the resolution levels whose self-attention spans all views (None = keep the
     #: model's); the attention weights are the same at every setting, so a run can change it
     global_attention_levels: list | None = None
+    #: v-prediction stages: switch the checkpoint's noise schedule to zero terminal SNR (its last
+    #: timestep pure noise, as sampling starts; docs/training.md, session 8). Stays in the export.
+    zero_terminal_snr: bool = False
     #: training data: "procedural" (rendered on the fly, batch by batch), "cache" (objects rendered
     #: into device memory once per epoch, batches drawn there), "cache-latents" (UNet stages: the
     #: same, kept as VAE latents) or "synthetic" (benchmarks only)
@@ -166,6 +169,11 @@ class TrainSettings:
             raise MVDPPError(BAD_INPUT, f"--compile does not work with stage {stage.name}: it draws 1-10 condition views per "
                              "batch, and the compiled UNet needs one fixed count.",
                              "Train this stage without --compile; the single-view stages compile (1.3-1.7x faster steps).")
+        if self.zero_terminal_snr and stage.prediction_type != "v_prediction":
+            # At zero SNR the last timestep's input is pure noise: the noise itself is no target.
+            raise MVDPPError(BAD_INPUT, f"--zero-terminal-snr needs a v-prediction stage; {stage.name} predicts "
+                             f"{stage.prediction_type or 'no noise'}.",
+                             "Use it with unet-v-single or unet-v-mixed (the paper's stages 2 and 3).")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise MVDPPError(BAD_INPUT, f"--max-minutes must be positive (got {self.max_minutes}).", "Leave it out for no time limit.")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):

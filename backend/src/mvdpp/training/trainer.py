@@ -128,6 +128,10 @@ class Trainer:
         if self.stage.prediction_type and self.pipe.scheduler.config.get("prediction_type") != self.stage.prediction_type:
             # The sampler saved with the checkpoint must know what the UNet now predicts.
             self.pipe.use_scheduler(self.pipe.scheduler_name or "ddpm", prediction_type=self.stage.prediction_type)
+        if s.zero_terminal_snr and not self.pipe.scheduler.config.get("rescale_betas_zero_snr", False):
+            # Training noises with the pipeline's schedule and the export keeps it for sampling.
+            self.pipe.use_scheduler(self.pipe.scheduler_name or "ddpm", zero_terminal_snr=True)
+            self.print("note: noise schedule rescaled to zero terminal SNR (the last timestep is pure noise)")
         self.resolution = self.pipe.resolution
 
         self.objective = make_objective(self.pipe, self.stage, s.condition_dropout)
