@@ -32,7 +32,7 @@ def generate(image_paths=None, *, prompt: str | None = None, progress=None, shou
     """Generate from 1-10 image files (the first defines azimuth 0), or from a text ``prompt``
     (the preferences' text-to-image model makes the reference image first), and import the result.
 
-    Settings: steps, guidance, seed, scheduler ("dpm++", "ddim", "euler"), mesh_detail ("auto",
+    Settings: steps, guidance, guidance_rescale (0-1), seed, scheduler ("dpm++", "ddim", "euler"), mesh_detail ("auto",
     "draft", "standard", "high"), import_views, import_mesh. ``progress(job)`` is called as events
     arrive (``job.stage``, ``job.step``, ``job.total``, ``job.eta_s``); ``should_cancel()``
     returning True cancels. With a prompt, ``job.condition_image_name`` names the generated

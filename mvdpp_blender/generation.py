@@ -16,8 +16,9 @@ from .blender import importer
 from .preferences import get_preferences
 
 MAX_REFERENCE_IMAGES = 10
-SETTING_KEYS = ("steps", "guidance", "seed", "scheduler", "mesh_detail", "import_views", "import_mesh")
-DEFAULT_SETTINGS = {"steps": 30, "guidance": 6.0, "seed": None, "scheduler": "auto", "mesh_detail": "auto",
+SETTING_KEYS = ("steps", "guidance", "guidance_rescale", "seed", "scheduler", "mesh_detail", "import_views", "import_mesh")
+# The backend's defaults (mvdpp.protocol), repeated here because the extension never imports the backend.
+DEFAULT_SETTINGS = {"steps": 30, "guidance": 6.0, "guidance_rescale": 1.0, "seed": None, "scheduler": "auto", "mesh_detail": "auto",
                     "import_views": True, "import_mesh": True,
                     # text to 3D only; None: the text-to-image model's defaults (1 step, no guidance for Turbo models)
                     "t2i_steps": None, "t2i_guidance": None}
@@ -124,6 +125,7 @@ def build_requests(paths: list[str], out: Path, settings: dict, prompt: dict | N
         "out": str(out),
         "steps": int(settings["steps"]),
         "guidance": float(settings["guidance"]),
+        "guidance_rescale": float(settings["guidance_rescale"]),
         "mesh": bool(settings["import_mesh"]),
     }
     if settings.get("seed") is not None:  # None: the backend draws one and records it in meta.json

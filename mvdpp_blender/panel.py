@@ -92,6 +92,7 @@ class MVDPP_PT_settings(_MVDPPSubPanel, bpy.types.Panel):
         col = layout.column()
         col.prop(props, "steps")
         col.prop(props, "guidance")
+        col.prop(props, "guidance_rescale")
         row = col.row(align=True)
         sub = row.row(align=True)
         sub.enabled = not props.random_seed

@@ -49,6 +49,9 @@ class MVDPP_SceneSettings(bpy.types.PropertyGroup):
     steps: IntProperty(name="Steps", description="Denoising steps: more is slower and finer", default=DEFAULT_SETTINGS["steps"], min=1, max=200)
     guidance: FloatProperty(name="Guidance", description="How closely the views follow the reference images",
                             default=DEFAULT_SETTINGS["guidance"], min=1.0, max=20.0, step=10, precision=1)
+    guidance_rescale: FloatProperty(name="Guidance Rescale",
+                                    description="Keeps strong guidance from over-exposing the views (0 = off)",
+                                    default=DEFAULT_SETTINGS["guidance_rescale"], min=0.0, max=1.0, step=10, precision=2)
     seed: IntProperty(name="Seed", description="Same seed and settings give the same result", default=0, min=0)
     random_seed: BoolProperty(name="Random Seed", description="Pick a new seed for every generation", default=False)
     scheduler: EnumProperty(name="Scheduler", items=SCHEDULERS, default="auto")

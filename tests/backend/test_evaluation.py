@@ -13,6 +13,7 @@ from PIL import Image  # noqa: E402
 
 from mvdpp.cli import main  # noqa: E402
 from mvdpp.evaluation.contact_sheet import sheet_size  # noqa: E402
+from mvdpp.protocol import DEFAULT_GUIDANCE_RESCALE  # noqa: E402
 
 QUICK = ["--steps", "2", "--mesh-grid", "32", "--surface-samples", "3000", "--iou-resolution", "32", "--no-lpips",
          "--device", "cpu", "--sheet-objects", "2", "--workers", "0"]
@@ -46,6 +47,7 @@ def test_eval_reports_views_meshes_and_baselines(evalset, tiny_checkpoint, tmp_p
 
     report = json.loads((out / "report.json").read_text())
     assert report["format"] == "mvdpp-eval-report" and report["settings"]["input_counts"] == [1, 4]
+    assert report["settings"]["guidance_rescale"] == DEFAULT_GUIDANCE_RESCALE  # what a generate job uses
     assert [o["folder"] for o in report["objects"]] == ["object_0000000000", "object_0000000001"]
     for obj in report["objects"]:
         assert set(obj["runs"]) == {"1", "4"}
@@ -120,5 +122,6 @@ def test_eval_refuses_bad_folders_checkpoints_and_input_counts(evalset, tiny_che
     err = error_of(["eval", str(evalset), "--checkpoint", str(tiny_checkpoint), "--inputs", "6"])
     assert "6 were asked for" in err and "--inputs 6" in err
     assert "1 to 10" in error_of(["eval", str(evalset), "--inputs", "11"])
+    assert "--guidance-rescale 1.5 is not in 0..1" in error_of(["eval", str(evalset), "--guidance-rescale", "1.5"])
     assert "model_index.json is missing" in error_of(["eval", str(evalset), "--checkpoint", str(tmp_path / "empty"),
                                                       "--out", str(tmp_path / "r")])

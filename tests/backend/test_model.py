@@ -242,6 +242,38 @@ def test_guidance_on_and_off(pipe, monkeypatch):
     torch.testing.assert_close(on_sequential, on, atol=1e-4, rtol=1e-4)
 
 
+def test_guidance_rescale_matches_each_views_spread_to_the_conditional_prediction():
+    from mvdpp.pipelines.pipeline_mvdpp import rescale_guided_prediction
+
+    g = torch.Generator().manual_seed(0)
+    conditional = torch.randn(1, 3, 4, 8, 8, generator=g)
+    conditional[:, 1] *= 3.0  # views of different spread: each is matched on its own
+    guided = 5.0 * conditional + torch.randn(1, 3, 4, 8, 8, generator=g)
+    assert torch.equal(rescale_guided_prediction(guided, conditional, 0.0), guided)
+    full = rescale_guided_prediction(guided, conditional, 1.0)
+    torch.testing.assert_close(full.std(dim=(-3, -2, -1)), conditional.std(dim=(-3, -2, -1)))
+    # Full rescale keeps the guided prediction's direction: only each view's scale changes.
+    ratio = full / guided
+    assert torch.allclose(ratio, ratio[:, :, :1, :1, :1].expand_as(ratio), atol=1e-5)
+    half = rescale_guided_prediction(guided, conditional, 0.5)
+    torch.testing.assert_close(half, 0.5 * full + 0.5 * guided)
+
+
+def test_pipeline_guidance_rescale_changes_guided_samples_only(pipe):
+    kwargs = dict(num_inference_steps=2, view_ids=[0, 1], output_type="latent")
+
+    def sample(**extra):
+        return pipe([rgba_image(0)], generator=torch.Generator().manual_seed(0), **kwargs, **extra).images
+
+    plain = sample(guidance_scale=4.0, guidance_rescale=0.0)
+    rescaled = sample(guidance_scale=4.0, guidance_rescale=0.7)
+    assert not torch.allclose(plain, rescaled, atol=1e-4)
+    # Without guidance there is nothing to rescale.
+    torch.testing.assert_close(sample(guidance_scale=1.0, guidance_rescale=0.7), sample(guidance_scale=1.0, guidance_rescale=0.0))
+    with pytest.raises(MVDPPError, match="guidance_rescale"):
+        sample(guidance_scale=4.0, guidance_rescale=1.5)
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++", "euler"])
 def test_samplers_follow_the_prediction_type(pipe, monkeypatch, prediction_type, sampler):

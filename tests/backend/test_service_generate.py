@@ -208,6 +208,7 @@ def test_serve_cancel_is_quick_and_leaves_no_folder(server, inputs, tmp_path):
         ({"steps": 0}, "bad_request", "steps"),
         ({"steps": "many"}, "bad_request", "steps"),
         ({"guidance": -1}, "bad_request", "guidance"),
+        ({"guidance_rescale": 2}, "bad_request", "guidance_rescale must be a number from 0 to 1"),
         ({"seed": -5}, "bad_request", "seed"),
         ({"scheduler": "magic"}, "bad_request", "magic"),
         ({"mesh_quality": "ultra"}, "bad_request", "ultra"),

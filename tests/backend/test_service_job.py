@@ -11,7 +11,7 @@ from PIL import Image
 
 from mvdpp import errors
 from mvdpp.errors import JobCancelled, MVDPPError
-from mvdpp.protocol import DEFAULT_GUIDANCE
+from mvdpp.protocol import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_RESCALE
 from mvdpp.service import job
 from mvdpp.service.job import GenerateSettings, run_generate
 from mvdpp.service.progress import ProgressClock
@@ -100,6 +100,7 @@ def test_generate_job_records_what_it_did(pipe, image, tmp_path, tiny_checkpoint
                           checkpoint=tiny_checkpoint, progress=lambda *a: reports.append(a))
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["seed"] == 11 and meta["settings"]["steps"] == 3 and meta["settings"]["guidance"] == DEFAULT_GUIDANCE
+    assert meta["settings"]["guidance_rescale"] == DEFAULT_GUIDANCE_RESCALE
     assert meta["timings"]["denoise"] > 0 and meta["timings"]["write"] > 0
     assert [r for r in reports if r[0] == "denoise"] == [("denoise", i, 3) for i in (1, 2, 3)]
     assert len(list((folder / "inputs").glob("input_*.png"))) == 2

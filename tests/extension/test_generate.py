@@ -101,7 +101,7 @@ def test_generate_cancel_and_backend_errors(tmp_path, extension_zip, run_blender
         prefs.results_folder = {str(tmp_path / "results")!r}
         props = scene.mvdpp
         props.images.add().image = bpy.data.images.load({str(image)!r})
-        props.steps, props.seed = 2, 5
+        props.steps, props.seed, props.guidance_rescale = 2, 5, 0.25
         props.mesh_detail = "draft"  # the mesh comes from a follow-up reconstruct request at this detail
         started = time.monotonic()
         result = bpy.ops.mvdpp.generate()
@@ -161,6 +161,7 @@ def test_generate_cancel_and_backend_errors(tmp_path, extension_zip, run_blender
     # mesh detail "draft": generate ran without a mesh, the follow-up reconstruct request made it
     meta = json.loads((Path(r["folder"]) / "meta.json").read_text())
     assert meta["settings"]["mesh"] is False and (Path(r["folder"]) / "mesh.glb").is_file()
+    assert meta["settings"]["guidance_rescale"] == 0.25  # the panel's setting reached the backend
     assert r["status_text"]
     assert r["poll_while_running"] is False and "already running" in r["second_job"] and r["state_running"] == "BUSY"
     assert r["cancel_outcome"] == "cancelled"

@@ -7,7 +7,7 @@ HELP = ("score a checkpoint on an evaluation set: views (PSNR, SSIM, LPIPS) and 
 
 
 def add_arguments(parser) -> None:
-    from ..protocol import DEFAULT_GUIDANCE
+    from ..protocol import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_RESCALE
     from ..rig import MAX_CONDITION_VIEWS
     from ..service.job import DEVICES, MESH_QUALITIES, SCHEDULERS
 
@@ -18,6 +18,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
                         help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE})")
+    parser.add_argument("--guidance-rescale", type=float, default=DEFAULT_GUIDANCE_RESCALE,
+                        help="0-1: bring each view's guided prediction back towards the conditional one's spread "
+                             f"(Lin et al.; default {DEFAULT_GUIDANCE_RESCALE}, 0 = plain guidance)")
     parser.add_argument("--scheduler", choices=tuple(SCHEDULERS), default=None, help="sampler (default: the checkpoint's own)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; each object's seed derives from it (default 0)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default: CUDA when available, else the CPU")
@@ -45,7 +48,7 @@ def add_arguments(parser) -> None:
 
 def _check_arguments(args) -> None:
     from ..errors import BAD_INPUT, MVDPPError
-    from ..protocol import DEFAULT_GUIDANCE
+    from ..protocol import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_RESCALE
     from ..rig import MAX_CONDITION_VIEWS
 
     def bad(message: str, hint: str) -> MVDPPError:
@@ -57,6 +60,9 @@ def _check_arguments(args) -> None:
         raise bad(f"--steps {args.steps} is not in 1..1000", "30 is a good default")
     if not 0 <= args.guidance <= 50:
         raise bad(f"--guidance {args.guidance} is not in 0..50", f"{DEFAULT_GUIDANCE} is a good default")
+    if not 0 <= args.guidance_rescale <= 1:
+        raise bad(f"--guidance-rescale {args.guidance_rescale} is not in 0..1",
+                  f"0 turns it off; {DEFAULT_GUIDANCE_RESCALE} is the default")
     for name in ("mesh_grid", "surface_samples", "iou_resolution"):
         value = getattr(args, name)
         if value is not None and value < 8:
@@ -103,7 +109,8 @@ def _evaluate(args, input_counts, pool, load_pipeline, shard) -> int:
 
     pipe, folder, device = load_pipeline(args.checkpoint, args.device)
     settings = EvalSettings(
-        input_counts=input_counts, steps=args.steps, guidance=args.guidance, seed=args.seed, scheduler=args.scheduler,
+        input_counts=input_counts, steps=args.steps, guidance=args.guidance, guidance_rescale=args.guidance_rescale,
+        seed=args.seed, scheduler=args.scheduler,
         normalise_inputs=args.normalise_inputs,
         # "auto" resolved here so that the report (and the resume key) name the quality used: the
         # one the generate job uses for generated views, on every row so that the rows compare

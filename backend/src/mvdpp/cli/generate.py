@@ -27,6 +27,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=defaults.steps, help=f"denoising steps (default {defaults.steps})")
     parser.add_argument("--guidance", type=float, default=defaults.guidance,
                         help=f"classifier-free guidance scale (default {defaults.guidance})")
+    parser.add_argument("--guidance-rescale", type=float, default=defaults.guidance_rescale,
+                        help="0-1: how far each view's guided prediction is brought back to the conditional one's "
+                             f"spread, against over-exposed views at strong guidance (default {defaults.guidance_rescale})")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, recorded in meta.json)")
     parser.add_argument("--scheduler", choices=tuple(SCHEDULERS), default=defaults.scheduler,
                         help="sampler (default: the checkpoint's own)")
@@ -106,8 +109,8 @@ def run(args) -> int:
     from ..service.job import GenerateSettings, check_output_folder, load_pipeline, run_generate
 
     check_image_or_prompt(args)
-    settings = GenerateSettings(steps=args.steps, guidance=args.guidance, seed=args.seed, scheduler=args.scheduler,
-                                mesh=not args.no_mesh, mesh_quality=args.mesh_quality,
+    settings = GenerateSettings(steps=args.steps, guidance=args.guidance, guidance_rescale=args.guidance_rescale,
+                                seed=args.seed, scheduler=args.scheduler, mesh=not args.no_mesh, mesh_quality=args.mesh_quality,
                                 overwrite=args.overwrite).validate()
     # cheap checks first: nobody should wait for the model to load to learn of a typo
     t2i_settings = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..protocol import DEFAULT_GUIDANCE_RESCALE
+
 
 def object_seed(base_seed: int, object_id: int, num_inputs: int) -> int:
     """The sampling seed of one (object, number of inputs) run: fixed, and independent of which
@@ -21,7 +23,8 @@ def frame_like_user_inputs(image: np.ndarray, resolution: int):
 
 
 def generate_views(pipe, inputs: list[np.ndarray], steps: int, guidance: float, seed: int,
-                   scheduler: str | None = None, normalise_inputs: bool = False) -> list[np.ndarray]:
+                   scheduler: str | None = None, normalise_inputs: bool = False,
+                   guidance_rescale: float = DEFAULT_GUIDANCE_RESCALE) -> list[np.ndarray]:
     """32 generated rig views (uint8 RGBA, rig order) from RGBA input views; input 0 is azimuth 0."""
     import torch
     from PIL import Image
@@ -33,7 +36,7 @@ def generate_views(pipe, inputs: list[np.ndarray], steps: int, guidance: float, 
         # cameras): feed them as they are; the pipeline resizes them to its resolution.
         images = [Image.fromarray(image, "RGBA") for image in inputs]
     with torch.inference_mode():
-        output = pipe(images, num_inference_steps=steps, guidance_scale=guidance,
+        output = pipe(images, num_inference_steps=steps, guidance_scale=guidance, guidance_rescale=guidance_rescale,
                       generator=torch.Generator().manual_seed(seed),  # CPU noise: same figures on any device
                       output_type="np", scheduler=scheduler)
     views = np.asarray(output.images)

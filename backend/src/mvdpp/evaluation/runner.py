@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import metrics
-from ..protocol import DEFAULT_GUIDANCE
+from ..protocol import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_RESCALE
 from ..recon.settings import GENERATED_VIEW_OVERRIDES
 from .baselines import RECONSTRUCTION_MIN_VIEWS, MeshSettings, inputs_only, reconstruct_views, upper_bound
 from .evalset_reader import find_objects
@@ -41,6 +41,7 @@ class EvalSettings:
     input_counts: list[int] = field(default_factory=lambda: [1, 4])
     steps: int = 30
     guidance: float = DEFAULT_GUIDANCE
+    guidance_rescale: float = DEFAULT_GUIDANCE_RESCALE
     seed: int = 0
     scheduler: str | None = None  # None: the checkpoint's own sampler
     normalise_inputs: bool = False  # re-frame inputs as `mvdpp generate` frames user photos
@@ -55,7 +56,8 @@ class EvalSettings:
 
     def describe(self) -> dict:
         return {
-            "input_counts": list(self.input_counts), "steps": self.steps, "guidance": self.guidance, "seed": self.seed,
+            "input_counts": list(self.input_counts), "steps": self.steps, "guidance": self.guidance,
+            "guidance_rescale": self.guidance_rescale, "seed": self.seed,
             "scheduler": self.scheduler, "normalise_inputs": self.normalise_inputs, "mesh_quality": self.mesh.quality,
             "mesh_overrides": dict(self.mesh.overrides), "generated_view_overrides": dict(GENERATED_VIEW_OVERRIDES),
             "surface_samples": self.surface_samples,
@@ -157,7 +159,7 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
             seed = object_seed(settings.seed, obj.object_id, count)
             inputs = obj.inputs(count)
             generated = generate_views(pipe, inputs, settings.steps, settings.guidance, seed, settings.scheduler,
-                                       settings.normalise_inputs)
+                                       settings.normalise_inputs, settings.guidance_rescale)
             stage_seconds["generate"] += time.perf_counter() - run_clock
             generated_mesh = reconstruct_views(generated, obj.view_cameras, settings.mesh, view_source="generated")
             baseline_mesh = inputs_only(obj, count, few_view_mesh)

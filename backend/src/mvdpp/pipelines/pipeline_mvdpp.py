@@ -13,10 +13,24 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import BAD_INPUT, OUT_OF_MEMORY, MVDPPError
 from ..models.mask_vae import decode_rgba
-from ..protocol import DEFAULT_GUIDANCE
+from ..protocol import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_RESCALE
 from ..rig import MAX_CONDITION_VIEWS, NUM_RIG_VIEWS, rig_cameras
 from .inputs import build_unet_inputs, encode_condition, split_views
 from .schedulers import make_scheduler, scheduler_name
+
+
+def rescale_guided_prediction(guided: torch.Tensor, conditional: torch.Tensor, rescale: float) -> torch.Tensor:
+    """Classifier-free guidance rescale (Lin et al., "Common Diffusion Noise Schedules and Sample
+    Steps are Flawed", sec. 3.4): a large guidance scale inflates the prediction's spread, which
+    over-exposes the images of zero-terminal-SNR models such as the embedded one. Each view's
+    guided prediction is scaled to the conditional prediction's standard deviation, then mixed
+    back with the plain guided one by ``rescale`` (0 = plain guidance). Predictions are
+    (B, V, C, H, W)."""
+    if rescale <= 0.0:
+        return guided
+    dims = (-3, -2, -1)  # one image: a view's channels and pixels
+    matched = guided * (conditional.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-8))
+    return rescale * matched + (1.0 - rescale) * guided
 
 
 def decoded_to_uint8(rgba: torch.Tensor) -> np.ndarray:
@@ -159,6 +173,7 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
         images,
         num_inference_steps: int = 30,
         guidance_scale: float = DEFAULT_GUIDANCE,
+        guidance_rescale: float = DEFAULT_GUIDANCE_RESCALE,
         generator: torch.Generator | None = None,
         view_ids=None,
         callback_on_step_end=None,
@@ -173,6 +188,8 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
 
         images: 1-10 PIL RGBA views, object centred; the first defines azimuth 0.
         guidance_scale: classifier-free guidance weight; <= 1 disables guidance (one pass per step).
+        guidance_rescale: 0-1, how far each view's guided prediction is brought back to the
+            conditional prediction's spread (``rescale_guided_prediction``); 0 = plain guidance.
         generator: torch.Generator for reproducible noise.
         callback_on_step_end: ``fn(pipe, step, timestep, kwargs) -> dict`` after every step; may
             return a new ``latents``; raising ``mvdpp.errors.JobCancelled`` cancels.
@@ -187,6 +204,9 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
             raise MVDPPError(BAD_INPUT, f"unknown output_type {output_type!r}", "use 'pil', 'np' or 'latent'")
         if int(num_inference_steps) < 1:
             raise MVDPPError(BAD_INPUT, f"num_inference_steps={num_inference_steps}", "use at least 1 step")
+        if not 0.0 <= float(guidance_rescale) <= 1.0:
+            raise MVDPPError(BAD_INPUT, f"guidance_rescale={guidance_rescale} is not in 0..1",
+                             f"0 turns it off; {DEFAULT_GUIDANCE_RESCALE} is the default")
         ids = self.check_view_ids(view_ids)
         sampler = make_scheduler(scheduler, like=self.scheduler) if scheduler else self.scheduler
         # The sampler state stays in float32 whatever the models run in (bf16/fp16 on GPUs):
@@ -224,7 +244,7 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
             pred = split_views(pred.to(dtype), 1, num_condition)[1]
             if pred_uncond is not None:
                 pred_uncond = split_views(pred_uncond.to(dtype), 1, num_condition)[1]
-                pred = pred_uncond + guidance_scale * (pred - pred_uncond)
+                pred = rescale_guided_prediction(pred_uncond + guidance_scale * (pred - pred_uncond), pred, float(guidance_rescale))
             stepped = sampler.step(pred.flatten(0, 1), t, latents.flatten(0, 1), **step_kwargs, return_dict=False)[0]
             latents = stepped.unflatten(0, latents.shape[:2]).to(dtype)
             if callback_on_step_end is not None:

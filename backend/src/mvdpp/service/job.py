@@ -28,7 +28,7 @@ from typing import Callable
 from .. import __version__, errors, result
 from ..errors import JobCancelled, MVDPPError
 from ..paths import default_checkpoint
-from ..protocol import DEFAULT_GUIDANCE
+from ..protocol import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_RESCALE
 from . import images as image_inputs
 from .safe_loading import check_pipeline_folder
 
@@ -59,6 +59,7 @@ def _never() -> bool:
 class GenerateSettings:
     steps: int = 30
     guidance: float = DEFAULT_GUIDANCE
+    guidance_rescale: float = DEFAULT_GUIDANCE_RESCALE
     seed: int | None = None  # None: a random seed, recorded in meta.json
     scheduler: str | None = None  # None: the checkpoint's own sampler
     mesh: bool = True
@@ -73,6 +74,10 @@ class GenerateSettings:
             raise bad(f"steps must be an integer from 1 to 1000, not {self.steps!r}.", "30 is a good default.")
         if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not 0 <= self.guidance <= 50:
             raise bad(f"guidance must be a number from 0 to 50, not {self.guidance!r}.", f"{DEFAULT_GUIDANCE} is a good default.")
+        rescale = self.guidance_rescale
+        if isinstance(rescale, bool) or not isinstance(rescale, (int, float)) or not 0 <= rescale <= 1:
+            raise bad(f"guidance_rescale must be a number from 0 to 1, not {rescale!r}.",
+                      f"0 turns it off; {DEFAULT_GUIDANCE_RESCALE} is the default.")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
             raise bad(f"seed must be a non-negative integer or null, not {self.seed!r}.", "Leave it out for a random seed.")
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
@@ -82,7 +87,7 @@ class GenerateSettings:
         for name in ("mesh", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(f"{name} must be true or false.", "")
-        self.guidance = float(self.guidance)
+        self.guidance, self.guidance_rescale = float(self.guidance), float(self.guidance_rescale)
         return self
 
 
@@ -394,6 +399,7 @@ def run_generate(
             [item.image for item in inputs],
             num_inference_steps=settings.steps,
             guidance_scale=settings.guidance,
+            guidance_rescale=settings.guidance_rescale,
             generator=torch.Generator().manual_seed(seed),  # CPU noise: a seed means the same noise on any device
             callback_on_step_end=on_step_end,
             output_type="pil",
