@@ -70,7 +70,8 @@ def markdown_table(report: dict) -> str:
     objects = means["upper_bound"]["objects"]
     lines.append("")
     lines.append(f"{objects} objects of `{report['evalset']}`; checkpoint `{report['checkpoint']}`; {settings['steps']} steps, "
-                 f"guidance {settings['guidance']} (rescale {settings.get('guidance_rescale', 0.0)}), seed {settings['seed']}, sampler {settings['scheduler'] or 'the checkpoint’s'}; "
+                 f"guidance {settings['guidance']} (rescale {settings.get('guidance_rescale', 0.0)}), seed {settings['seed']}, "
+                 f"sampler {settings['scheduler'] or 'the checkpoint’s'}; "
                  f"views scored at {settings['score_size']} px on white; meshes: reconstruction quality "
                  f"{settings['mesh_quality']}{_generated_note(settings)}, {settings['surface_samples']} surface samples, IoU on a "
                  f"{settings['iou_resolution']}³ grid; device {report['device']}; {report['seconds']:.0f} s.")

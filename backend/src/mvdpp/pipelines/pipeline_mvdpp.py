@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -22,15 +23,14 @@ from .schedulers import make_scheduler, scheduler_name
 def rescale_guided_prediction(guided: torch.Tensor, conditional: torch.Tensor, rescale: float) -> torch.Tensor:
     """Classifier-free guidance rescale (Lin et al., "Common Diffusion Noise Schedules and Sample
     Steps are Flawed", sec. 3.4): a large guidance scale inflates the prediction's spread, which
-    over-exposes the images of zero-terminal-SNR models such as the embedded one. Each view's
-    guided prediction is scaled to the conditional prediction's standard deviation, then mixed
-    back with the plain guided one by ``rescale`` (0 = plain guidance). Predictions are
-    (B, V, C, H, W)."""
+    over-exposes the images of zero-terminal-SNR models such as the embedded one. diffusers'
+    ``rescale_noise_cfg`` with every view as one image: each view's guided prediction is scaled to
+    the conditional prediction's standard deviation, then mixed back with the plain guided one by
+    ``rescale`` (0 = plain guidance). Predictions are (B, V, C, H, W)."""
     if rescale <= 0.0:
         return guided
-    dims = (-3, -2, -1)  # one image: a view's channels and pixels
-    matched = guided * (conditional.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-8))
-    return rescale * matched + (1.0 - rescale) * guided
+    views = guided.shape[:2]
+    return rescale_noise_cfg(guided.flatten(0, 1), conditional.flatten(0, 1), rescale).unflatten(0, views)
 
 
 def decoded_to_uint8(rgba: torch.Tensor) -> np.ndarray:
