@@ -403,3 +403,38 @@ def test_zero_terminal_snr_trains_on_pure_noise_at_the_last_step_and_keeps_it_in
     with pytest.raises(MVDPPError, match="--zero-terminal-snr needs a v-prediction stage"):
         tiny_settings(tmp_path, "unet-eps-single", zero_terminal_snr=True).validate()
     assert main(["train", "--stage", "unet-eps-single", "--output", str(tmp_path / "x"), "--zero-terminal-snr"]) == 2
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the side-stream path needs a CUDA device"))])
+def test_latent_cache_encodes_the_next_epoch_in_the_background_without_touching_the_current_one(tmp_path, device):
+    """With a VAE and worker processes the next epoch is rendered and encoded into a spare set of
+    tensors (on CUDA on a stream of its own), swapped in when the epoch ends: its latents are what
+    encoding on demand stores, and while the next-but-one epoch is encoded into the set just
+    swapped out, the current epoch's batches stay as they were."""
+    from mvdpp.training.object_cache import DeviceObjectCache, cache_batches
+
+    trainer = Trainer(tiny_settings(tmp_path, "unet-eps-single", data="cache-latents", cache_objects=2), quiet=True)
+    trainer.setup()
+    quiet = dict(seed=7, rank=0, world_size=1, device=torch.device(device), vae=trainer.pipe.vae.to(device))
+    logs = []
+    background = DeviceObjectCache(2, 2, 64, num_workers=1, log=logs.append, **quiet)
+    on_demand = DeviceObjectCache(2, 2, 64, num_workers=0, log=lambda *a: None, **quiet)
+    assert background.encodes_in_background and not on_demand.encodes_in_background
+    assert not DeviceObjectCache(2, 2, 64, num_workers=1, background_encode=False, **quiet).encodes_in_background
+    batches = cache_batches(background, 2, "sparse", start=0)
+    got = [next(batches) for _ in range(3)]  # epochs 0, 0, 1 (epoch 1 encoded in the background)
+    assert [line.split(":")[1].split()[0] for line in logs] == ["rendered", "prefetched"]
+    assert "in the background" in logs[1]
+    background._pending.thread.join()  # epoch 2 is now encoded into the set epoch 0 used
+    assert background._pending.value is not None
+    got.append(next(batches))  # still epoch 1
+    for index, batch in enumerate(got):
+        want = on_demand.batch(index, 2, "sparse")
+        assert torch.equal(batch["object_seed"], want["object_seed"]) and torch.equal(batch["gen_view_ids"], want["gen_view_ids"])
+        # renders in a worker and in this process differ by a grey level at most
+        assert torch.allclose(batch["gen_latents"], want["gen_latents"], atol=0.05)
+        assert torch.allclose(batch["cond_latents"], want["cond_latents"], atol=0.05)
+    assert not torch.equal(got[0]["gen_latents"], got[2]["gen_latents"])  # a new epoch did arrive
+    assert torch.equal(background.object_seed, on_demand.object_seed)
+    batches.close()

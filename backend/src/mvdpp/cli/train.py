@@ -59,6 +59,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-cache-prefetch", dest="cache_prefetch", action="store_false",
                         help="--data cache*: render each epoch's objects only when it starts (default: in the background "
                              "during the previous epoch, with --num-workers > 0)")
+    parser.add_argument("--no-cache-background-encode", dest="cache_background_encode", action="store_false",
+                        help="--data cache-latents: encode each prefetched epoch when it starts, which pauses training "
+                             "(default: in the background, into a second set of latents on the device)")
     parser.add_argument("--assets", help="train on the meshes of this folder (OBJ/GLB/GLTF/PLY) instead of procedural objects")
     parser.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader worker processes per training process")
     parser.add_argument("--log-every", type=int, default=d.log_every, help="steps between loss logs (the only host syncs)")
@@ -82,7 +85,8 @@ def settings_from_args(args):
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, init_from=args.init_from,
         fold_input_conv=args.fold_input_conv, global_attention_levels=args.global_attention_levels,
         zero_terminal_snr=args.zero_terminal_snr, data=args.data, num_workers=args.num_workers, assets=args.assets,
-        cache_objects=args.cache_objects, cache_refresh_steps=args.cache_refresh_steps, cache_prefetch=args.cache_prefetch, export=args.export, log_objects=args.log_objects,
+        cache_objects=args.cache_objects, cache_refresh_steps=args.cache_refresh_steps, cache_prefetch=args.cache_prefetch,
+        cache_background_encode=args.cache_background_encode, export=args.export, log_objects=args.log_objects,
     )
 
 

@@ -119,6 +119,9 @@ class TrainSettings:
     cache_refresh_steps: int = 500
     #: render the next epoch's objects in the background (worker processes) while training
     cache_prefetch: bool = True
+    #: cache-latents with prefetch: encode the next epoch in the background too (a second set of
+    #: latents on the device) instead of at the epoch switch
+    cache_background_encode: bool = True
     num_workers: int = 0
     #: a folder of meshes (OBJ/GLB/GLTF/PLY) to train on instead of procedural objects
     assets: str | None = None
