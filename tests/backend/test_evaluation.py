@@ -125,3 +125,44 @@ def test_eval_refuses_bad_folders_checkpoints_and_input_counts(evalset, tiny_che
     assert "--guidance-rescale 1.5 is not in 0..1" in error_of(["eval", str(evalset), "--guidance-rescale", "1.5"])
     assert "model_index.json is missing" in error_of(["eval", str(evalset), "--checkpoint", str(tmp_path / "empty"),
                                                       "--out", str(tmp_path / "r")])
+
+
+def test_baselines_are_reused_from_an_earlier_run_only_under_the_same_mesh_settings(evalset, tiny_checkpoint, tmp_path,
+                                                                                     capsys, monkeypatch):
+    """--baselines-from: the upper bound and the inputs-only meshes do not depend on the checkpoint,
+    so a second checkpoint's evaluation takes them from the first one's records (and says so)
+    instead of reconstructing them; under other mesh settings they are computed again."""
+    from mvdpp.evaluation import runner
+
+    quick = [*QUICK, "--inputs", "4", "--limit", "1", "--checkpoint", str(tiny_checkpoint)]
+    first_dir = tmp_path / "first"
+    assert main(["eval", str(evalset), *quick, "--out", str(first_dir)]) == 0
+    first = json.loads((first_dir / "report.json").read_text())["objects"][0]
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("a reused baseline was reconstructed again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "upper_bound", not_again)
+        patch.setattr(runner, "inputs_only", not_again)
+        # --steps 1 stands for another checkpoint: the generated views and their scores differ
+        assert main(["eval", str(evalset), *quick, "--steps", "1", "--out", str(tmp_path / "second"),
+                     "--baselines-from", str(first_dir)]) == 0
+    report = json.loads((tmp_path / "second" / "report.json").read_text())
+    second = report["objects"][0]
+    assert second["upper_bound"] == first["upper_bound"]
+    assert second["runs"]["4"]["inputs_only"] == first["runs"]["4"]["inputs_only"]
+    assert second["runs"]["4"]["views"] != first["runs"]["4"]["views"]  # the model's part was evaluated anew
+    assert second["baselines_reused_from"] == str(first_dir)
+    assert any("reused from" in note for note in report["notes"])
+    assert "reused from" in (tmp_path / "second" / "report.md").read_text()
+
+    # another mesh grid: the earlier baselines do not apply, so they are reconstructed (no note)
+    assert main(["eval", str(evalset), *quick, "--mesh-grid", "24", "--out", str(tmp_path / "third"),
+                 "--baselines-from", str(first_dir)]) == 0
+    third = json.loads((tmp_path / "third" / "report.json").read_text())
+    assert "baselines_reused_from" not in third["objects"][0] and not third["notes"]
+
+    capsys.readouterr()
+    assert main(["eval", str(evalset), *quick, "--baselines-from", str(tmp_path)]) == 2
+    assert "is not the --out folder of an earlier `mvdpp eval`" in capsys.readouterr().err

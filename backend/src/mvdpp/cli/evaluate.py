@@ -44,6 +44,10 @@ def add_arguments(parser) -> None:
                         help="evaluate only the K-th of N interleaved parts into --out (no report files); "
                              "a final run without --shard writes the whole report from their records")
     parser.add_argument("--sheet-objects", type=int, default=4, help="objects per contact sheet (default 4)")
+    parser.add_argument("--baselines-from", metavar="REPORT_DIR",
+                        help="take the baselines (upper bound, inputs only) from an earlier evaluation of the same set "
+                             "with the same mesh and scoring settings instead of reconstructing them again "
+                             "(they do not depend on the checkpoint)")
 
 
 def _check_arguments(args) -> None:
@@ -71,6 +75,14 @@ def _check_arguments(args) -> None:
         raise bad(f"--workers {args.workers} is not auto or a number of processes from 0 to 64", "e.g. --workers 8")
     if args.sheet_objects < 1:
         raise bad("--sheet-objects must be at least 1", "e.g. --sheet-objects 4")
+    if args.baselines_from is not None:
+        from pathlib import Path
+
+        from ..evaluation.resume import OBJECTS_DIR
+
+        if not (Path(args.baselines_from) / OBJECTS_DIR).is_dir():
+            raise bad(f"--baselines-from {args.baselines_from}: no `{OBJECTS_DIR}/` folder there, so it is not the --out "
+                      "folder of an earlier `mvdpp eval`", "pass the REPORT_DIR of an earlier evaluation, or leave it out")
 
 
 def run(args) -> int:
@@ -121,6 +133,6 @@ def _evaluate(args, input_counts, pool, load_pipeline, shard) -> int:
         lpips=not args.no_lpips, sheet_objects=args.sheet_objects,
     )
     report = evaluate(Path(args.evalset), pipe, Path(args.out), settings, limit=args.limit, checkpoint=str(folder),
-                      device=device, pool=pool, shard=shard)
+                      device=device, pool=pool, shard=shard, baselines_from=args.baselines_from)
     print(markdown_table(report), end="")
     return 0 if report["objects"] else 1

@@ -74,6 +74,48 @@ class ObjectStore:
         return {i: read_rgba(p) for i, p in paths.items()}
 
 
+#: The settings a baseline depends on: not the checkpoint or how it samples, only the evaluation
+#: set, how meshes are made and how they are scored.
+BASELINE_SETTINGS = ("mesh_quality", "mesh_overrides", "surface_samples", "iou_resolution", "fscore_threshold")
+
+
+def baseline_key(key: dict) -> dict:
+    """The part of an ObjectStore key that the baselines (upper bound, inputs only) depend on."""
+    settings = key.get("settings") or {}
+    return json.loads(json.dumps({"evalset": key.get("evalset"), "evaluation_version": key.get("evaluation_version"),
+                                  **{name: settings.get(name) for name in BASELINE_SETTINGS}}))
+
+
+class BaselineSource:
+    """The baselines of an earlier evaluation's records (``--baselines-from REPORT_DIR``).
+
+    The upper bound and the inputs-only meshes do not depend on the checkpoint, so when an
+    earlier run used the same evaluation set and the same mesh and scoring settings, its
+    baseline figures are the ones this run would compute; reusing them saves most of an
+    evaluation's reconstruction time when several checkpoints are compared."""
+
+    def __init__(self, report_dir, key: dict):
+        self.folder = Path(report_dir) / OBJECTS_DIR
+        self.key = baseline_key(key)
+
+    def load(self, name: str, input_counts) -> dict | None:
+        """{"upper_bound": record, "inputs_only": {str(N): record}} or None when the earlier run
+        has no such object, or scored it under other settings or without one of the counts."""
+        try:
+            stored = json.loads((self.folder / f"{name}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        record = stored.get("record") or {}
+        runs = record.get("runs") or {}
+        if baseline_key(stored.get("key") or {}) != self.key or any(str(n) not in runs for n in input_counts):
+            return None
+        upper = record.get("upper_bound")
+        inputs_only = {str(n): runs[str(n)].get("inputs_only") for n in input_counts}
+        if not upper or upper.get("mesh") is None or any(not r or r.get("mesh") is None for r in inputs_only.values()):
+            return None
+        return {"upper_bound": upper, "inputs_only": inputs_only}
+
+
 def _write_atomically(path: Path, text: str) -> None:
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     temp.write_text(text, encoding="utf-8")

@@ -23,7 +23,7 @@ from .baselines import RECONSTRUCTION_MIN_VIEWS, MeshSettings, inputs_only, reco
 from .evalset_reader import find_objects
 from .generation import generate_views, object_seed
 from .contact_sheet import SHEET_VIEWS
-from .resume import ObjectStore, checkpoint_fingerprint
+from .resume import BaselineSource, ObjectStore, checkpoint_fingerprint
 from .report import REPORT_FORMAT, compute_means, write_report
 from .scoring import SCORE_SIZE, score_object
 
@@ -71,11 +71,16 @@ def _mesh_record(attempt) -> dict:
 
 
 def _fill_scores(record: dict, scores: dict) -> None:
-    record["upper_bound"]["mesh"] = scores["meshes"]["upper_bound"]
+    """Scores into the record; baselines reused from an earlier run are not in ``scores`` and
+    keep their figures."""
+    meshes = scores["meshes"]
+    if "upper_bound" in meshes:
+        record["upper_bound"]["mesh"] = meshes["upper_bound"]
     for count, run in record["runs"].items():
         run["views"] = scores["views"][count]
-        run["mesh"] = scores["meshes"][count]
-        run["inputs_only"]["mesh"] = scores["meshes"][f"{count}/inputs_only"]
+        run["mesh"] = meshes[count]
+        if f"{count}/inputs_only" in meshes:
+            run["inputs_only"]["mesh"] = meshes[f"{count}/inputs_only"]
 
 
 def _summary(record: dict) -> str:
@@ -85,7 +90,8 @@ def _summary(record: dict) -> str:
 
 
 def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit: int | None = None,
-             checkpoint: str = "", device: str = "cpu", progress=_stderr, pool=None, shard: tuple[int, int] = (1, 1)) -> dict:
+             checkpoint: str = "", device: str = "cpu", progress=_stderr, pool=None, shard: tuple[int, int] = (1, 1),
+             baselines_from=None) -> dict:
     """Run the evaluation; writes report.json, report.md and contact_sheet_<N>in.png into ``out``
     and returns the report dict (mvdpp.evaluation.report describes it).
 
@@ -97,6 +103,11 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
     ``out/objects`` but writing no report files; several shards can share one ``out`` (e.g. one
     process each on a GPU), and a final unsharded run with the same settings reuses all their
     records and writes the report of the whole set.
+
+    baselines_from: an earlier evaluation's report folder; objects it scored with the same
+    evaluation set and mesh and scoring settings take their baselines (upper bound, inputs
+    only) from it instead of reconstructing them again (their records say so), the others are
+    computed as usual.
     """
     from .contact_sheet import make_contact_sheet
 
@@ -115,6 +126,7 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
     pending: list = []  # (record, future) in object order
     store = ObjectStore(out, {"settings": settings.describe(), "evalset": parameters,
                               "checkpoint": checkpoint_fingerprint(checkpoint), "evaluation_version": 1})
+    baselines = None if baselines_from is None else BaselineSource(baselines_from, store.key)
     lpips_notes: set[str] = set()
     scored = [0]
 
@@ -146,12 +158,18 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
             scored[0] += 1
             progress(f"[{scored[0]}/{len(objects)}] {_summary(cached)} (kept from an earlier run)")
             continue
-        attempt = upper_bound(obj, settings.mesh)
-        stage_seconds["reconstruct"] += attempt.seconds
-        record = {"object_id": obj.object_id, "folder": obj.folder.name, "source": obj.source,
-                  "upper_bound": _mesh_record(attempt), "runs": {}}
+        reused = None if baselines is None else baselines.load(obj.folder.name, settings.input_counts)
+        record = {"object_id": obj.object_id, "folder": obj.folder.name, "source": obj.source, "runs": {}}
+        task_meshes = {}
+        if reused is None:
+            attempt = upper_bound(obj, settings.mesh)
+            stage_seconds["reconstruct"] += attempt.seconds
+            record["upper_bound"], task_meshes["upper_bound"] = _mesh_record(attempt), attempt.mesh
+        else:
+            record["upper_bound"] = dict(reused["upper_bound"])
+            record["baselines_reused_from"] = str(baselines_from)
         task = {"mesh_path": str(obj.mesh_path), "view_paths": [str(p) for p in obj.view_paths],
-                "meshes": {"upper_bound": attempt.mesh}, "views": {}, "samples": settings.surface_samples,
+                "meshes": task_meshes, "views": {}, "samples": settings.surface_samples,
                 "iou_resolution": settings.iou_resolution, "fscore_threshold": settings.fscore_threshold,
                 "score_size": settings.score_size, "lpips": settings.lpips}
         for count in settings.input_counts:
@@ -162,13 +180,18 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
                                        settings.normalise_inputs, settings.guidance_rescale)
             stage_seconds["generate"] += time.perf_counter() - run_clock
             generated_mesh = reconstruct_views(generated, obj.view_cameras, settings.mesh, view_source="generated")
-            baseline_mesh = inputs_only(obj, count, few_view_mesh)
-            stage_seconds["reconstruct"] += generated_mesh.seconds + baseline_mesh.seconds
+            stage_seconds["reconstruct"] += generated_mesh.seconds
             key = str(count)
-            task["meshes"][key], task["meshes"][f"{key}/inputs_only"] = generated_mesh.mesh, baseline_mesh.mesh
+            task["meshes"][key] = generated_mesh.mesh
             task["views"][key] = generated
-            baseline = _mesh_record(baseline_mesh)
-            baseline["method"] = "reconstruction" if count >= RECONSTRUCTION_MIN_VIEWS else "silhouette hull"
+            if reused is None:
+                baseline_mesh = inputs_only(obj, count, few_view_mesh)
+                stage_seconds["reconstruct"] += baseline_mesh.seconds
+                task["meshes"][f"{key}/inputs_only"] = baseline_mesh.mesh
+                baseline = _mesh_record(baseline_mesh)
+                baseline["method"] = "reconstruction" if count >= RECONSTRUCTION_MIN_VIEWS else "silhouette hull"
+            else:
+                baseline = dict(reused["inputs_only"][key])
             record["runs"][key] = {"seed": seed, "views": None, **_mesh_record(generated_mesh), "inputs_only": baseline,
                                    "seconds": round(time.perf_counter() - run_clock, 3)}
             if len(sheet_rows[key]) < settings.sheet_objects:
@@ -192,6 +215,11 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
         make_contact_sheet(rows, settings.sheet_tile).save(path)
         sheets[count] = path.name
     notes = []
+    reused_count = sum("baselines_reused_from" in r for r in records)
+    if reused_count:
+        sources = ", ".join(sorted({r["baselines_reused_from"] for r in records if "baselines_reused_from" in r}))
+        notes.append(f"Baselines (upper bound, inputs only) of {reused_count} of {len(records)} objects reused from "
+                     f"{sources} (same evaluation set, mesh and scoring settings; they do not depend on the checkpoint)")
     if settings.lpips and all(r["runs"][k]["views"]["lpips"] is None for r in records for k in r["runs"]):
         notes.append(next(iter(sorted(lpips_notes)), "LPIPS unavailable (install the lpips package and its weights)"))
     report = {
