@@ -49,7 +49,8 @@ DEFAULT_GUIDANCE = 6.0
 #: Guidance rescale (0-1) of a generate request that gives none: how far each view's guided
 #: prediction is brought back to the conditional prediction's spread (Lin et al. 2023; see
 #: mvdpp.pipelines.pipeline_mvdpp.rescale_guided_prediction). On the embedded model 1 beat 0.7 and
-#: both beat 0 (plain guidance) on most of 12 held-out objects, views and meshes (BENCHMARKS.md).
+#: both beat 0 (plain guidance) on most of 12 held-out objects (CPU), and 1 beat 0 on most of the
+#: 50 (H100), views and meshes (BENCHMARKS.md).
 DEFAULT_GUIDANCE_RESCALE = 1.0
 
 # request types
