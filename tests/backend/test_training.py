@@ -159,6 +159,31 @@ def test_cli_init_from_export_stops_at_max_minutes_and_exports(resumed_runs, tmp
     assert (export / "model_index.json").is_file()
 
 
+@pytest.mark.parametrize("position, data, expected", [(12, "cache-latents", 15), (12, "cache", 15), (10, "cache-latents", 10),
+                                                      (12, "procedural", 12)])
+def test_init_from_export_starts_cached_data_at_the_next_epoch(tmp_path, tiny_checkpoint, position, data, expected):
+    """Continuing from an export with the object cache skips the rest of a part-used cache epoch
+    (it would be rendered in full for a few steps); other data continues where it stopped."""
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(tiny_checkpoint, export)
+    (export / STATE_FILE).write_text(json.dumps({"stage": "unet-v-mixed", "step": position, "samples_seen": 3 * position,
+                                                 "data_position": position}))
+    trainer = Trainer(tiny_settings(tmp_path / "run", init_from=str(export), cache_refresh_steps=5), data=data, quiet=True)
+    trainer.setup()
+    assert trainer.state.data_position == expected
+    assert trainer.state.step == position and trainer.state.warmup_origin == position  # the step count is untouched
+
+
+def test_next_epoch_start_counts_global_batches_of_all_processes():
+    from mvdpp.training.object_cache import next_epoch_start
+
+    assert [next_epoch_start(g, 375) for g in (0, 1, 375, 14990)] == [0, 375, 375, 15000]
+    # two processes: epoch e holds global batches [2 * 375 * e, 2 * 375 * (e + 1))
+    assert next_epoch_start(751, 375, world_size=2) == 1500
+
+
 def test_sample_sheet_and_periodic_checkpoints(tmp_path):
     trainer = Trainer(tiny_settings(tmp_path, "unet-eps-single", max_steps=2, sample_every=2, checkpoint_every=1,
                                     keep_checkpoints=1), data="synthetic", quiet=True)

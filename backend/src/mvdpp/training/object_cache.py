@@ -259,6 +259,16 @@ class DeviceObjectCache:
         return batch
 
 
+def next_epoch_start(global_index: int, refresh_steps: int, world_size: int = 1) -> int:
+    """The first global batch index of the cache epoch at or after ``global_index``.
+
+    A run continued from an export renders its first epoch from scratch (about 80 s for 2,048
+    objects on the H100) whatever part of it is left; starting at the next epoch's first batch
+    uses all of that epoch instead of, say, its last 10 steps (session 11)."""
+    span = max(1, int(refresh_steps)) * max(1, int(world_size))
+    return -(-int(global_index) // span) * span
+
+
 class _Prefetch:
     """One epoch's objects rendered into host memory by a background thread and, given
     ``storage`` (the cache's spare set of device tensors), stored and encoded there too.

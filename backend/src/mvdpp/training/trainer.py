@@ -218,6 +218,17 @@ class Trainer:
         if saved.stage == self.stage.name:
             self.state = TrainingState(stage=saved.stage, step=saved.step, samples_seen=saved.samples_seen,
                                        warmup_origin=saved.step, data_position=saved.data_position, wall_seconds=saved.wall_seconds)
+            if self.data_kind in ("cache", "cache-latents"):
+                # The data is a function of the batch index, so skipping to the next cache epoch
+                # loses nothing, while a part-used epoch would be rendered in full for a few steps.
+                # Only here: a --resume'd run keeps its position and stays bit-exact.
+                from .object_cache import next_epoch_start
+
+                start = next_epoch_start(saved.data_position, self.settings.cache_refresh_steps, self.accelerator.num_processes)
+                if start != saved.data_position:
+                    self.print(f"data: starting at batch {start}, the first of the next object-cache epoch "
+                               f"(skipping {start - saved.data_position} batches of a part-used one)")
+                    self.state.data_position = start
 
     def _apply_requested_lr(self) -> None:
         """A resumed checkpoint brings back its own base learning rate; an explicit --lr replaces it
