@@ -49,3 +49,15 @@ def test_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"steps": []}))
     with pytest.raises(SystemExit, match="is not an `mvdpp eval` report.json"):
         compare_evals.read_runs(tmp_path / "other.json")
+
+
+def test_reads_gzipped_reports_like_plain_ones(tmp_path):
+    import gzip
+
+    a = write_report(tmp_path / "a.json", {0: {"1": (14.0, 0.05)}, 1: {"1": (13.0, 0.06)}})
+    packed = tmp_path / "a.report.json.gz"
+    packed.write_bytes(gzip.compress(a.read_bytes()))
+    assert compare_evals.read_runs(packed) == compare_evals.read_runs(a)
+    (tmp_path / "plain.json.gz").write_text("not gzip")
+    with pytest.raises(SystemExit, match="is not an `mvdpp eval` report.json"):
+        compare_evals.read_runs(tmp_path / "plain.json.gz")

@@ -1,6 +1,7 @@
 """Compare two `mvdpp eval` reports object by object (is checkpoint B better than A?).
 
     python tools/compare_evals.py A/report.json B/report.json
+    python tools/compare_evals.py docs/evaluations/step-13126.report.json.gz B/report.json
 
 Means move with a few outliers; the count of objects on which B beats A says whether a change
 helps most objects. For every input count both reports scored, prints a Markdown table: A's and
@@ -12,6 +13,7 @@ many objects were compared. Needs only the standard library.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -29,11 +31,13 @@ METRICS = (
 def read_runs(path: Path) -> dict[tuple[int, str], dict]:
     """{(object id, inputs): run record} of one report."""
     try:
-        report = json.loads(path.read_text())
+        # the reports kept in the repository (docs/evaluations/) are gzipped
+        text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+        report = json.loads(text)
         return {(obj["object_id"], inputs): run for obj in report["objects"] for inputs, run in obj["runs"].items()}
     except FileNotFoundError:
         raise SystemExit(f"error: {path} does not exist; pass the report.json of an `mvdpp eval --out` folder.")
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+    except (json.JSONDecodeError, gzip.BadGzipFile, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise SystemExit(f"error: {path} is not an `mvdpp eval` report.json ({exc.__class__.__name__}: {exc}).")
 
 
