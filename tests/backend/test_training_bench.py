@@ -64,3 +64,31 @@ def test_running_out_of_memory_is_a_clear_error_not_an_internal_one(monkeypatch,
     err = capsys.readouterr().err
     assert "ran out of memory (CUDA out of memory. Tried to allocate 432.00 MiB.)" in err
     assert "--batch-size" in err and "internal error" not in err and "more detail" not in err
+
+
+def test_background_render_load_delivers_objects_and_stops(tmp_path):
+    """The render load is a real prefetch renderer: objects arrive while it runs, and stop()
+    ends it (no worker left behind)."""
+    import time
+
+    from mvdpp.training.background_load import BackgroundLoad
+
+    load = BackgroundLoad("render", workers=1, resolution=64).start()
+    load.wait_ready(timeout=300)
+    time.sleep(3)
+    rate = load.objects_per_second()
+    load.stop()
+    assert rate is not None and rate > 0
+    assert not load._thread.is_alive()
+    with pytest.raises(ValueError, match="unknown background load"):
+        BackgroundLoad("gpu", 1)
+
+
+def test_bench_train_times_the_steps_under_a_cpu_load(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert main(["bench", "train", "--tiny", "--steps", "2", "--warmup", "1", "--no-profile", "--background-load", "cpu",
+                 "--background-workers", "1", "--json", str(out)]) == 0
+    assert "background load       cpu x 1 processes" in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert figures["background_load"] == "cpu" and figures["background_workers"] == 1
+    assert figures["samples_per_second"] > 0

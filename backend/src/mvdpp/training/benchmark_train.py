@@ -36,6 +36,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers (procedural stream, cache filling)")
     parser.add_argument("--cache-objects", type=int, default=256, help="--data cache: objects rendered (default: %(default)s)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--background-load", default="none", choices=["none", "render", "cpu"],
+                        help="time the steps while this runs beside them: render = a cache prefetch's renderer "
+                             "(--background-workers processes), cpu = that many spinning processes (default: none)")
+    parser.add_argument("--background-workers", type=int, default=15,
+                        help="processes of the background load (default: %(default)s, the Continue command's --num-workers)")
 
 
 def run(args) -> int:
@@ -47,6 +52,7 @@ def run(args) -> int:
 
     from .profiling import (component_breakdown, count_flops, format_breakdown, matmul_tflops, peak_memory_gib,
                             reset_peak_memory, synchronize)
+    from .background_load import BackgroundLoad
     from .stages import TrainSettings
     from .trainer import Trainer
 
@@ -76,13 +82,19 @@ def run(args) -> int:
 
         for _ in range(warmup):
             step()
-        synchronize(device)
-        reset_peak_memory(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        synchronize(device)
-        seconds = (time.perf_counter() - start) / steps
+        load = BackgroundLoad(args.background_load, args.background_workers, trainer.resolution).start()
+        try:
+            load.wait_ready()
+            synchronize(device)
+            reset_peak_memory(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            synchronize(device)
+            seconds = (time.perf_counter() - start) / steps
+            rendered = load.objects_per_second()
+        finally:
+            load.stop()
         peak, peak_kind = peak_memory_gib(device)
 
         # FLOPs of one step, counted on the eager modules (FlopCounterMode does not see inside
@@ -104,11 +116,17 @@ def run(args) -> int:
         "samples_per_second": batch_size / seconds, "flops_per_step": flops, "achieved_tflops": achieved,
         "matmul_tflops": peak_rate, "matmul_dtype": peak_dtype, "fraction_of_matmul": achieved / peak_rate,
         "peak_memory_gib": peak, "peak_memory_kind": peak_kind, "breakdown_ms": breakdown,
+        "background_load": args.background_load,
+        "background_workers": args.background_workers if args.background_load != "none" else 0,
+        "background_objects_per_second": rendered,
     }
     print(f"mvdpp bench train  ({figures['device']}, preset {preset}, stage {args.stage}, {trainer.resolution} px, "
           f"batch {batch_size} objects x (cond + 8 views), precision {figures['precision']}, data {args.data}"
           f"{', compiled' if args.compile else ''}{', channels_last' if args.channels_last else ''})")
     print(f"  trained parameters    {trained / 1e6:.2f} M")
+    if args.background_load != "none":
+        made = f", {rendered:.3g} objects/s rendered" if rendered is not None else ""
+        print(f"  background load       {args.background_load} x {args.background_workers} processes during the timed steps{made}")
     print(f"  step time             {seconds * 1000:.1f} ms   ({steps} steps after {warmup} warm-up)")
     print(f"  samples/s             {batch_size / seconds:.4g}")
     print(f"  model FLOPs / step    {flops / 1e12:.4g} TFLOP (fwd + bwd)")
