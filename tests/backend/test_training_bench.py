@@ -66,22 +66,25 @@ def test_running_out_of_memory_is_a_clear_error_not_an_internal_one(monkeypatch,
     assert "--batch-size" in err and "internal error" not in err and "more detail" not in err
 
 
-def test_background_render_load_delivers_objects_and_stops(tmp_path):
-    """The render load is a real prefetch renderer: objects arrive while it runs, and stop()
-    ends it (no worker left behind)."""
+@pytest.mark.parametrize("kind", ["render", "render-apart"])
+def test_background_render_load_delivers_objects_and_stops(tmp_path, kind):
+    """The render loads are a real prefetch renderer: objects arrive while they run, and stop()
+    ends them (no thread or gathering process left behind)."""
     import time
 
     from mvdpp.training.background_load import BackgroundLoad
 
-    load = BackgroundLoad("render", workers=1, resolution=64).start()
+    load = BackgroundLoad(kind, workers=1, resolution=64).start()
     load.wait_ready(timeout=300)
     time.sleep(3)
     rate = load.objects_per_second()
     load.stop()
     assert rate is not None and rate > 0
     assert not load._thread.is_alive()
-    with pytest.raises(ValueError, match="unknown background load"):
-        BackgroundLoad("gpu", 1)
+    assert not any(process.is_alive() for process in load._processes)
+    if kind == "render":
+        with pytest.raises(ValueError, match="unknown background load"):
+            BackgroundLoad("gpu", 1)
 
 
 def test_bench_train_times_the_steps_under_a_cpu_load(tmp_path, capsys):

@@ -7,6 +7,9 @@ each kind of load alone says which resource they fight over:
 * ``render``: what a cache prefetch does: ``ObjectRenders`` through a DataLoader of N spawned
   workers (each with its own GL context, on the GPU where there is one), the objects gathered
   by a thread of this process and dropped;
+* ``render-apart``: the same renderer, its objects gathered by a separate process instead of
+  a thread of this one (so only the rendering itself, not the gathering, shares the step's
+  process and GIL);
 * ``cpu``: N processes spinning on the CPU and nothing else (host contention only).
 """
 
@@ -16,7 +19,7 @@ import multiprocessing
 import threading
 import time
 
-KINDS = ("none", "render", "cpu")
+KINDS = ("none", "render", "render-apart", "cpu")
 #: Object indices far from any training run's (the objects themselves do not matter).
 _FIRST_OBJECT = 10**9
 
@@ -24,6 +27,29 @@ _FIRST_OBJECT = 10**9
 def _spin() -> None:
     while True:
         pass
+
+
+def _objects(workers: int, resolution: int, seed: int):
+    """The prefetch's renderer: rendered objects, one at a time, for ever."""
+    import torch
+
+    from ..data.stream import MultiViewStream
+    from .object_cache import ObjectRenders
+
+    stream = MultiViewStream(batch_size=1, size=resolution, seed=seed, rank=0, world_size=1)
+    dataset = ObjectRenders(stream, list(range(_FIRST_OBJECT, _FIRST_OBJECT + 10**7)))
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, multiprocessing_context="spawn")
+
+
+def _gather_apart(workers: int, resolution: int, seed: int, count, ready, stop) -> None:
+    """``render-apart``: gather (and drop) the renders in this separate process."""
+    for _ in _objects(workers, resolution, seed):
+        if ready.is_set():
+            with count.get_lock():
+                count.value += 1
+        ready.set()
+        if stop.is_set():
+            break
 
 
 class BackgroundLoad:
@@ -50,22 +76,15 @@ class BackgroundLoad:
         elif self.kind == "render":
             self._thread = threading.Thread(target=self._render, name="bench-background-render", daemon=True)
             self._thread.start()
+        elif self.kind == "render-apart":
+            self._start_apart()
         else:
             self._ready.set()
         return self
 
     def _render(self) -> None:
-        import torch
-
-        from ..data.stream import MultiViewStream
-        from .object_cache import ObjectRenders
-
         try:
-            stream = MultiViewStream(batch_size=1, size=self.resolution, seed=self.seed, rank=0, world_size=1)
-            dataset = ObjectRenders(stream, list(range(_FIRST_OBJECT, _FIRST_OBJECT + 10**7)))
-            loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.workers,
-                                                 multiprocessing_context="spawn")
-            for _ in loader:
+            for _ in _objects(self.workers, self.resolution, self.seed):
                 if not self._ready.is_set():
                     self._counting_since = time.perf_counter()
                     self._ready.set()
@@ -77,6 +96,25 @@ class BackgroundLoad:
             self.error = exc
             self._ready.set()
 
+    def _start_apart(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._count, ready, self._apart_stop = context.Value("q", 0), context.Event(), context.Event()
+        process = context.Process(target=_gather_apart, args=(self.workers, self.resolution, self.seed, self._count, ready,
+                                                              self._apart_stop), daemon=False)
+        process.start()
+        self._processes = [process]
+
+        def wait() -> None:  # mirror the other kinds: ready once the first object arrived
+            while not ready.wait(1.0):
+                if not process.is_alive():
+                    self.error = RuntimeError(f"the render process exited with code {process.exitcode}")
+                    break
+            self._counting_since = time.perf_counter()
+            self._ready.set()
+
+        self._thread = threading.Thread(target=wait, daemon=True)
+        self._thread.start()
+
     def wait_ready(self, timeout: float = 600.0) -> None:
         """Block until the load runs (the render workers delivered their first object)."""
         if not self._ready.wait(timeout):
@@ -85,14 +123,22 @@ class BackgroundLoad:
             raise RuntimeError(f"the background {self.kind} load failed: {self.error}") from self.error
 
     def objects_per_second(self) -> float | None:
-        if self.kind != "render" or self._counting_since is None:
+        if not self.kind.startswith("render") or self._counting_since is None:
             return None
-        return self.objects / max(1e-9, time.perf_counter() - self._counting_since)
+        objects = self._count.value if self.kind == "render-apart" else self.objects
+        return objects / max(1e-9, time.perf_counter() - self._counting_since)
 
     def stop(self) -> None:
         self._stop.set()
+        if self.kind == "render-apart":
+            # Let the gathering process shut its loader down (its workers with it); terminate it
+            # only if it does not stop in time.
+            self._apart_stop.set()
+            for process in self._processes:
+                process.join(60)
         for process in self._processes:
-            process.terminate()
+            if process.is_alive():
+                process.terminate()
         for process in self._processes:
             process.join(10)
         if self._thread is not None:

@@ -36,9 +36,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers (procedural stream, cache filling)")
     parser.add_argument("--cache-objects", type=int, default=256, help="--data cache: objects rendered (default: %(default)s)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--background-load", default="none", choices=["none", "render", "cpu"],
+    parser.add_argument("--background-load", default="none", choices=["none", "render", "render-apart", "cpu"],
                         help="time the steps while this runs beside them: render = a cache prefetch's renderer "
-                             "(--background-workers processes), cpu = that many spinning processes (default: none)")
+                             "(--background-workers processes), render-apart = the same gathered by another process, "
+                             "cpu = that many spinning processes (default: none)")
     parser.add_argument("--background-workers", type=int, default=15,
                         help="processes of the background load (default: %(default)s, the Continue command's --num-workers)")
 
