@@ -80,11 +80,22 @@ def test_background_render_load_delivers_objects_and_stops(tmp_path, kind):
     rate = load.objects_per_second()
     load.stop()
     assert rate is not None and rate > 0
-    assert not load._thread.is_alive()
+    assert not load._runner.is_alive()
     assert not any(process.is_alive() for process in load._processes)
     if kind == "render":
         with pytest.raises(ValueError, match="unknown background load"):
             BackgroundLoad("gpu", 1)
+
+
+def test_cpu_load_spins_its_processes_until_stopped():
+    from mvdpp.training.background_load import BackgroundLoad
+
+    load = BackgroundLoad("cpu", workers=2).start()
+    load.wait_ready(timeout=5)
+    assert len(load._processes) == 2 and all(process.is_alive() for process in load._processes)
+    assert load.objects_per_second() is None  # it renders nothing
+    load.stop()
+    assert not any(process.is_alive() for process in load._processes)
 
 
 def test_bench_train_times_the_steps_under_a_cpu_load(tmp_path, capsys):

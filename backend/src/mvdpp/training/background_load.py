@@ -41,8 +41,10 @@ def _objects(workers: int, resolution: int, seed: int):
     return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, multiprocessing_context="spawn")
 
 
-def _gather_apart(workers: int, resolution: int, seed: int, count, ready, stop) -> None:
-    """``render-apart``: gather (and drop) the renders in this separate process."""
+def _drain(workers: int, resolution: int, seed: int, count, ready, stop) -> None:
+    """Gather (and drop) the renderer's objects until ``stop``: ``ready`` once the first one
+    arrived, ``count`` the ones after it. Runs in a thread (``render``) or a process
+    (``render-apart``), hence multiprocessing's Value and Events for both."""
     for _ in _objects(workers, resolution, seed):
         if ready.is_set():
             with count.get_lock():
@@ -52,94 +54,76 @@ def _gather_apart(workers: int, resolution: int, seed: int, count, ready, stop) 
             break
 
 
+def _in_thread(error: list, *args) -> None:
+    try:
+        _drain(*args)
+    except BaseException as exc:  # noqa: BLE001 - reported by wait_ready
+        error.append(exc)
+
+
 class BackgroundLoad:
     def __init__(self, kind: str, workers: int, resolution: int = 256, seed: int = 0):
         if kind not in KINDS:
             raise ValueError(f"unknown background load {kind!r}; one of {', '.join(KINDS)}")
         self.kind, self.workers = kind, max(1, int(workers))
         self.resolution, self.seed = resolution, seed
-        self._stop = threading.Event()
+        context = multiprocessing.get_context("spawn")
+        self._count, self._first, self._stop = context.Value("q", 0), context.Event(), context.Event()
         self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = None  # the thread or process that gathers the renders
+        self._watcher: threading.Thread | None = None
         self._processes: list = []
-        self.error: BaseException | None = None
-        self.objects = 0
+        self._errors: list = []
         self._counting_since: float | None = None
 
     def start(self) -> "BackgroundLoad":
+        context = multiprocessing.get_context("spawn")
         if self.kind == "cpu":
-            context = multiprocessing.get_context("spawn")
             self._processes = [context.Process(target=_spin, daemon=True) for _ in range(self.workers)]
             for process in self._processes:
                 process.start()
+        if not self.kind.startswith("render"):
             self._ready.set()
-        elif self.kind == "render":
-            self._thread = threading.Thread(target=self._render, name="bench-background-render", daemon=True)
-            self._thread.start()
-        elif self.kind == "render-apart":
-            self._start_apart()
-        else:
-            self._ready.set()
+            return self
+        args = (self.workers, self.resolution, self.seed, self._count, self._first, self._stop)
+        if self.kind == "render":
+            self._runner = threading.Thread(target=_in_thread, args=(self._errors, *args), daemon=True)
+        else:  # not a daemon: a daemon process may not start the loader's worker processes
+            self._runner = context.Process(target=_drain, args=args)
+            self._processes = [self._runner]
+        self._runner.start()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
         return self
 
-    def _render(self) -> None:
-        try:
-            for _ in _objects(self.workers, self.resolution, self.seed):
-                if not self._ready.is_set():
-                    self._counting_since = time.perf_counter()
-                    self._ready.set()
-                else:
-                    self.objects += 1
-                if self._stop.is_set():
-                    break
-        except BaseException as exc:  # noqa: BLE001 - reported by wait_ready / stop
-            self.error = exc
-            self._ready.set()
-
-    def _start_apart(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._count, ready, self._apart_stop = context.Value("q", 0), context.Event(), context.Event()
-        process = context.Process(target=_gather_apart, args=(self.workers, self.resolution, self.seed, self._count, ready,
-                                                              self._apart_stop), daemon=False)
-        process.start()
-        self._processes = [process]
-
-        def wait() -> None:  # mirror the other kinds: ready once the first object arrived
-            while not ready.wait(1.0):
-                if not process.is_alive():
-                    self.error = RuntimeError(f"the render process exited with code {process.exitcode}")
-                    break
-            self._counting_since = time.perf_counter()
-            self._ready.set()
-
-        self._thread = threading.Thread(target=wait, daemon=True)
-        self._thread.start()
+    def _watch(self) -> None:
+        """Ready once the first object arrived (or the gatherer died: wait_ready reports it)."""
+        while not self._first.wait(1.0):
+            if not self._runner.is_alive():
+                break
+        self._counting_since = time.perf_counter()
+        self._ready.set()
 
     def wait_ready(self, timeout: float = 600.0) -> None:
         """Block until the load runs (the render workers delivered their first object)."""
         if not self._ready.wait(timeout):
             raise TimeoutError(f"the background {self.kind} load did not start within {timeout:.0f} s")
-        if self.error is not None:
-            raise RuntimeError(f"the background {self.kind} load failed: {self.error}") from self.error
+        if self._runner is not None and not self._first.is_set():
+            cause = self._errors[0] if self._errors else f"exit code {getattr(self._runner, 'exitcode', None)}"
+            raise RuntimeError(f"the background {self.kind} load failed: {cause}")
 
     def objects_per_second(self) -> float | None:
-        if not self.kind.startswith("render") or self._counting_since is None:
+        if self._runner is None or self._counting_since is None:
             return None
-        objects = self._count.value if self.kind == "render-apart" else self.objects
-        return objects / max(1e-9, time.perf_counter() - self._counting_since)
+        return self._count.value / max(1e-9, time.perf_counter() - self._counting_since)
 
     def stop(self) -> None:
+        """End the load: a gatherer stops after its next object and shuts its loader's workers
+        down; whatever is still running after that is terminated."""
         self._stop.set()
-        if self.kind == "render-apart":
-            # Let the gathering process shut its loader down (its workers with it); terminate it
-            # only if it does not stop in time.
-            self._apart_stop.set()
-            for process in self._processes:
-                process.join(60)
+        if self._runner is not None:
+            self._runner.join(60)
         for process in self._processes:
             if process.is_alive():
                 process.terminate()
-        for process in self._processes:
             process.join(10)
-        if self._thread is not None:
-            self._thread.join(60)  # the loader stops after its next object and shuts its workers down

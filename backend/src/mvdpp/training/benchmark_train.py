@@ -51,9 +51,9 @@ def run(args) -> int:
 
     import torch
 
+    from .background_load import BackgroundLoad
     from .profiling import (component_breakdown, count_flops, format_breakdown, matmul_tflops, peak_memory_gib,
                             reset_peak_memory, synchronize)
-    from .background_load import BackgroundLoad
     from .stages import TrainSettings
     from .trainer import Trainer
 
