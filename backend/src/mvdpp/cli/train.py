@@ -64,7 +64,6 @@ def add_arguments(parser) -> None:
                              "(default: in the background, into a second set of latents on the device)")
     parser.add_argument("--assets", help="train on the meshes of this folder (OBJ/GLB/GLTF/PLY) instead of procedural objects")
     parser.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader worker processes per training process")
-    add_render_worker_threads(parser, d.render_worker_threads)
     parser.add_argument("--log-every", type=int, default=d.log_every, help="steps between loss logs (the only host syncs)")
     parser.add_argument("--sample-every", type=int, default=d.sample_every, help="steps between sample sheets, 0 = never")
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints (one is always written at the end)")
@@ -72,29 +71,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--export", help="write the final EMA pipeline here (diffusers folder, safetensors, fp16)")
     parser.add_argument("--log-objects", action="store_true", help="each process logs its object seeds to objects-rank<r>.jsonl")
     parser.add_argument("--export-only", action="store_true", help="do not train: export the latest checkpoint of --output to --export")
-
-
-def _thread_count(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a thread count: use 1 or more, or 0 for the libraries' defaults")
-    return value
-
-
-def add_render_worker_threads(parser, default: int | None = 1) -> None:
-    parser.add_argument("--render-worker-threads", type=_thread_count, default=default if default is not None else 0,
-                        help="CPU threads per render worker process (default: %(default)s; 0 = the libraries' defaults, "
-                             "a thread pool per core in every worker, which starves the training step beside them)")
-
-
-def render_worker_threads(args) -> int | None:
-    """--render-worker-threads as a setting: 0 means the libraries' defaults (None)."""
-    return args.render_worker_threads if args.render_worker_threads > 0 else None
 
 
 def settings_from_args(args):
@@ -108,8 +84,7 @@ def settings_from_args(args):
         compile=args.compile, compile_mode=args.compile_mode, channels_last=args.channels_last, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, init_from=args.init_from,
         fold_input_conv=args.fold_input_conv, global_attention_levels=args.global_attention_levels,
-        zero_terminal_snr=args.zero_terminal_snr, data=args.data, num_workers=args.num_workers,
-        render_worker_threads=render_worker_threads(args), assets=args.assets,
+        zero_terminal_snr=args.zero_terminal_snr, data=args.data, num_workers=args.num_workers, assets=args.assets,
         cache_objects=args.cache_objects, cache_refresh_steps=args.cache_refresh_steps, cache_prefetch=args.cache_prefetch,
         cache_background_encode=args.cache_background_encode, export=args.export, log_objects=args.log_objects,
     )

@@ -158,15 +158,15 @@ class MultiViewStream(_iterable_dataset_base()):
         for b in self.batch_indices(worker_id, num_workers):
             yield self.make_batch(b)
 
-    def loader(self, num_workers: int = 0, threads_per_worker: int | None = 1, **kwargs):
-        """A DataLoader over this stream's batches, with spawned single-threaded workers (see the
-        module doc and ``mvdpp.data.workers``)."""
-        from .workers import RenderLoader
+    def loader(self, num_workers: int = 0, **kwargs):
+        """A DataLoader over this stream's batches, with spawned workers (see the module doc)."""
+        from torch.utils.data import DataLoader
 
         if num_workers > 0:
+            kwargs.setdefault("multiprocessing_context", "spawn")
             kwargs.setdefault("persistent_workers", True)
             kwargs.setdefault("prefetch_factor", 4)
-        return RenderLoader(self, num_workers=num_workers, threads_per_worker=threads_per_worker, **kwargs)
+        return DataLoader(self, batch_size=None, num_workers=num_workers, **kwargs)
 
     # -- one batch --------------------------------------------------------------------------
     @property

@@ -4,10 +4,9 @@ A real run renders the next object-cache epoch while the current one trains, and
 the steps during that rendering ran at about half speed (session 11). Timing the step under
 each kind of load alone says which resource they fight over:
 
-* ``render``: what a cache prefetch does: ``ObjectRenders`` through a ``RenderLoader`` of N
-  spawned workers (each with its own GL context, on the GPU where there is one, and
-  ``threads_per_worker`` CPU threads), the objects gathered by a thread of this process and
-  dropped;
+* ``render``: what a cache prefetch does: ``ObjectRenders`` through a DataLoader of N spawned
+  workers (each with its own GL context, on the GPU where there is one), the objects gathered
+  by a thread of this process and dropped;
 * ``render-apart``: the same renderer, its objects gathered by a separate process instead of
   a thread of this one (so only the rendering itself, not the gathering, shares the step's
   process and GIL);
@@ -30,22 +29,23 @@ def _spin() -> None:
         pass
 
 
-def _objects(workers: int, threads: int | None, resolution: int, seed: int):
+def _objects(workers: int, resolution: int, seed: int):
     """The prefetch's renderer: rendered objects, one at a time, for ever."""
+    import torch
+
     from ..data.stream import MultiViewStream
-    from ..data.workers import RenderLoader
     from .object_cache import ObjectRenders
 
     stream = MultiViewStream(batch_size=1, size=resolution, seed=seed, rank=0, world_size=1)
     dataset = ObjectRenders(stream, list(range(_FIRST_OBJECT, _FIRST_OBJECT + 10**7)))
-    return RenderLoader(dataset, num_workers=workers, threads_per_worker=threads)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, multiprocessing_context="spawn")
 
 
-def _drain(workers: int, threads: int | None, resolution: int, seed: int, count, ready, stop) -> None:
+def _drain(workers: int, resolution: int, seed: int, count, ready, stop) -> None:
     """Gather (and drop) the renderer's objects until ``stop``: ``ready`` once the first one
     arrived, ``count`` the ones after it. Runs in a thread (``render``) or a process
     (``render-apart``), hence multiprocessing's Value and Events for both."""
-    for _ in _objects(workers, threads, resolution, seed):
+    for _ in _objects(workers, resolution, seed):
         if ready.is_set():
             with count.get_lock():
                 count.value += 1
@@ -62,10 +62,10 @@ def _in_thread(error: list, *args) -> None:
 
 
 class BackgroundLoad:
-    def __init__(self, kind: str, workers: int, resolution: int = 256, seed: int = 0, threads_per_worker: int | None = 1):
+    def __init__(self, kind: str, workers: int, resolution: int = 256, seed: int = 0):
         if kind not in KINDS:
             raise ValueError(f"unknown background load {kind!r}; one of {', '.join(KINDS)}")
-        self.kind, self.workers, self.threads_per_worker = kind, max(1, int(workers)), threads_per_worker
+        self.kind, self.workers = kind, max(1, int(workers))
         self.resolution, self.seed = resolution, seed
         context = multiprocessing.get_context("spawn")
         self._count, self._first, self._stop = context.Value("q", 0), context.Event(), context.Event()
@@ -85,7 +85,7 @@ class BackgroundLoad:
         if not self.kind.startswith("render"):
             self._ready.set()
             return self
-        args = (self.workers, self.threads_per_worker, self.resolution, self.seed, self._count, self._first, self._stop)
+        args = (self.workers, self.resolution, self.seed, self._count, self._first, self._stop)
         if self.kind == "render":
             self._runner = threading.Thread(target=_in_thread, args=(self._errors, *args), daemon=True)
         else:  # not a daemon: a daemon process may not start the loader's worker processes

@@ -27,8 +27,6 @@ def add_common_arguments(parser, default_steps: int) -> None:
 
 
 def add_arguments(parser) -> None:
-    from ..cli.train import add_render_worker_threads
-
     add_common_arguments(parser, default_steps=20)
     parser.add_argument("--stage", default="unet-eps-single", help="stage whose step is measured (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, help="objects per step (default: the preset's training batch)")
@@ -44,7 +42,6 @@ def add_arguments(parser) -> None:
                              "cpu = that many spinning processes (default: none)")
     parser.add_argument("--background-workers", type=int, default=15,
                         help="processes of the background load (default: %(default)s, the Continue command's --num-workers)")
-    add_render_worker_threads(parser)
 
 
 def run(args) -> int:
@@ -54,7 +51,6 @@ def run(args) -> int:
 
     import torch
 
-    from ..cli.train import render_worker_threads
     from .background_load import BackgroundLoad
     from .profiling import (component_breakdown, count_flops, format_breakdown, matmul_tflops, peak_memory_gib,
                             reset_peak_memory, synchronize)
@@ -68,19 +64,16 @@ def run(args) -> int:
         settings = TrainSettings(stage=args.stage, output=scratch, preset=preset, batch_size=args.batch_size, device=args.device,
                                  mixed_precision=args.mixed_precision, compile=args.compile, compile_mode=args.compile_mode, channels_last=args.channels_last,
                                  gradient_checkpointing=args.gradient_checkpointing, warmup_steps=0, num_workers=args.num_workers,
-                                 render_worker_threads=render_worker_threads(args), cache_objects=args.cache_objects, cache_refresh_steps=10**9, cache_prefetch=False,
+                                 cache_objects=args.cache_objects, cache_refresh_steps=10**9, cache_prefetch=False,
                                  log_every=0, sample_every=0, checkpoint_every=0)
         trainer = Trainer(settings, data=args.data, quiet=True)
         trainer.setup()
         device = trainer.device
         data = trainer.batches()
-        fill_seconds = None
         if args.data.startswith("cache"):
             fill_start = time.perf_counter()
             next(data)  # renders the cache
-            fill_seconds = time.perf_counter() - fill_start
-            print(f"  (object cache of {args.cache_objects} objects rendered in {fill_seconds:.1f} s by {args.num_workers} workers "
-                  f"of {settings.render_worker_threads or 'default'} threads, not timed)")
+            print(f"  (object cache of {args.cache_objects} objects rendered in {time.perf_counter() - fill_start:.1f} s, not timed)")
         batch_size = settings.global_batch()
 
         def step():
@@ -90,8 +83,7 @@ def run(args) -> int:
 
         for _ in range(warmup):
             step()
-        load = BackgroundLoad(args.background_load, args.background_workers, trainer.resolution,
-                              threads_per_worker=settings.render_worker_threads).start()
+        load = BackgroundLoad(args.background_load, args.background_workers, trainer.resolution).start()
         try:
             load.wait_ready()
             synchronize(device)
@@ -127,8 +119,7 @@ def run(args) -> int:
         "peak_memory_gib": peak, "peak_memory_kind": peak_kind, "breakdown_ms": breakdown,
         "background_load": args.background_load,
         "background_workers": args.background_workers if args.background_load != "none" else 0,
-        "background_objects_per_second": rendered, "render_worker_threads": settings.render_worker_threads,
-        "cache_fill_seconds": fill_seconds,
+        "background_objects_per_second": rendered,
     }
     print(f"mvdpp bench train  ({figures['device']}, preset {preset}, stage {args.stage}, {trainer.resolution} px, "
           f"batch {batch_size} objects x (cond + 8 views), precision {figures['precision']}, data {args.data}"

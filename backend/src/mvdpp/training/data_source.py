@@ -70,8 +70,7 @@ def _condition_count(mode: str, gen: torch.Generator) -> int:
 
 
 def procedural_batches(batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int, world_size: int,
-                       start: int, num_workers: int = 0, assets: str | None = None,
-                       render_worker_threads: int | None = 1) -> Iterator[dict]:
+                       start: int, num_workers: int = 0, assets: str | None = None) -> Iterator[dict]:
     """This process's batches of ``MultiViewStream``.
 
     ``start`` is a GLOBAL batch index: process ``rank`` of ``world_size`` makes the batches
@@ -86,20 +85,19 @@ def procedural_batches(batch_size: int, resolution: int, condition_mode: str, se
     if num_workers <= 0:
         yield from stream
         return
-    yield from stream.loader(num_workers, threads_per_worker=render_worker_threads, pin_memory=torch.cuda.is_available())
+    # The stream's own loader: spawned workers (a fork of a process that used OpenGL can hang).
+    yield from stream.loader(num_workers, pin_memory=torch.cuda.is_available())
 
 
 def make_batches(kind: str, *, batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int,
                  world_size: int, start: int, device: torch.device, num_workers: int = 0, assets: str | None = None,
                  cache_objects: int = 1024, cache_refresh_steps: int = 500, log=print, vae=None,
-                 cache_prefetch: bool = True, cache_background_encode: bool = True,
-                 render_worker_threads: int | None = 1) -> Iterator[dict]:
+                 cache_prefetch: bool = True, cache_background_encode: bool = True) -> Iterator[dict]:
     """Batches for process ``rank``; ``start`` is the global batch index to continue from."""
     if kind == "synthetic":
         return synthetic_batches(batch_size, resolution, condition_mode, seed, rank, start + rank, device, world_size)
     if kind == "procedural":
-        batches = procedural_batches(batch_size, resolution, condition_mode, seed, rank, world_size, start, num_workers, assets,
-                                     render_worker_threads)
+        batches = procedural_batches(batch_size, resolution, condition_mode, seed, rank, world_size, start, num_workers, assets)
         return (to_device(b, device) for b in batches)
     if kind in ("cache", "cache-latents"):
         from .object_cache import DeviceObjectCache, cache_batches
@@ -109,6 +107,6 @@ def make_batches(kind: str, *, batch_size: int, resolution: int, condition_mode:
                              "Use --data cache for the vae stage.")
         cache = DeviceObjectCache(cache_objects, cache_refresh_steps, resolution, seed, rank, world_size, device, num_workers,
                                   assets, log, vae=vae if kind == "cache-latents" else None, prefetch=cache_prefetch,
-                                  background_encode=cache_background_encode, render_worker_threads=render_worker_threads)
+                                  background_encode=cache_background_encode)
         return cache_batches(cache, batch_size, condition_mode, start)
     raise MVDPPError(BAD_INPUT, f"Unknown training data {kind!r}.", "Use --data procedural or cache (or synthetic for benchmarks).")

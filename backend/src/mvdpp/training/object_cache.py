@@ -29,7 +29,6 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..data.workers import RenderLoader
 from ..rig import MAX_CONDITION_VIEWS, NUM_RIG_VIEWS
 
 _CACHE_SALT = 0x63616368
@@ -74,13 +73,12 @@ class DeviceObjectCache:
 
     def __init__(self, objects: int, refresh_steps: int, resolution: int, seed: int, rank: int, world_size: int,
                  device: torch.device, num_workers: int = 0, assets: str | None = None, log=print, vae=None,
-                 prefetch: bool = True, background_encode: bool = True, render_worker_threads: int | None = 1):
+                 prefetch: bool = True, background_encode: bool = True):
         from ..data.stream import MultiViewStream
 
         self.objects, self.refresh_steps = int(objects), max(1, int(refresh_steps))
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.device, self.num_workers, self.log = device, num_workers, log
-        self.render_worker_threads = render_worker_threads
         self.vae = vae
         # The stream is used for its object source and renderer (made lazily in each worker).
         self.stream = MultiViewStream(batch_size=1, size=resolution, seed=seed, assets=assets, rank=0, world_size=1)
@@ -128,8 +126,11 @@ class DeviceObjectCache:
     def _loader(self, epoch: int):
         first = (epoch * self.world_size + self.rank) * self.objects
         dataset = ObjectRenders(self.stream, list(range(first, first + self.objects)))
-        return RenderLoader(dataset, num_workers=self.num_workers, threads_per_worker=self.render_worker_threads,
-                            pin_memory=self.device.type == "cuda" and not self.prefetch)
+        # Spawned workers, as the stream's own loader does: a forked child of a process that used
+        # OpenGL can hang when it makes its own context.
+        extra = {"multiprocessing_context": "spawn"} if self.num_workers > 0 else {}
+        return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
+                                           pin_memory=self.device.type == "cuda" and not self.prefetch, **extra)
 
     def _store(self, where: slice | torch.Tensor, rig: torch.Tensor, cond: torch.Tensor, seeds: torch.Tensor,
                storage: dict | None = None) -> None:

@@ -123,9 +123,6 @@ class TrainSettings:
     #: latents on the device) instead of at the epoch switch
     cache_background_encode: bool = True
     num_workers: int = 0
-    #: CPU threads of each render worker process (None: the libraries' defaults, a pool per core
-    #: in every worker; mvdpp.data.workers says why 1)
-    render_worker_threads: int | None = 1
     #: a folder of meshes (OBJ/GLB/GLTF/PLY) to train on instead of procedural objects
     assets: str | None = None
     export: str | None = None
