@@ -27,6 +27,8 @@ def add_common_arguments(parser, default_steps: int) -> None:
 
 
 def add_arguments(parser) -> None:
+    from .background_load import KINDS as BACKGROUND_LOADS  # standard library only: the parser stays torch-free
+
     add_common_arguments(parser, default_steps=20)
     parser.add_argument("--stage", default="unet-eps-single", help="stage whose step is measured (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, help="objects per step (default: the preset's training batch)")
@@ -36,7 +38,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers (procedural stream, cache filling)")
     parser.add_argument("--cache-objects", type=int, default=256, help="--data cache: objects rendered (default: %(default)s)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--background-load", default="none", choices=["none", "render", "render-apart", "cpu"],
+    parser.add_argument("--background-load", default="none", choices=BACKGROUND_LOADS,
                         help="time the steps while this runs beside them: render = a cache prefetch's renderer "
                              "(--background-workers processes), render-apart = the same gathered by another process, "
                              "cpu = that many spinning processes (default: none)")
