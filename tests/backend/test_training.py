@@ -119,6 +119,22 @@ def test_resume_takes_an_explicit_learning_rate_and_keeps_the_saved_one_otherwis
     assert rates == pytest.approx([2e-4, 2e-4, 5e-5, 5e-5, 5e-5])
 
 
+def test_cosine_schedule_warms_up_decays_to_zero_and_survives_a_resume(tmp_path):
+    """--lr-schedule cosine: linear warm-up, then a half cosine that reaches zero after
+    --lr-decay-steps and stays there; a resumed run continues the schedule where it stopped."""
+    import math
+
+    kw = dict(data="synthetic", batch_size=1, learning_rate=1e-3, warmup_steps=2, lr_schedule="cosine", lr_decay_steps=4)
+    Trainer(tiny_settings(tmp_path, max_steps=3, **kw), quiet=True).train()
+    Trainer(tiny_settings(tmp_path, max_steps=8, **kw), resume=True, quiet=True).train()
+    rates = [r["lr"] for r in RunFolder(tmp_path).read_log("train")]
+    # the logged rate is the one the next step will use (after the scheduler stepped)
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * min(1.0, (k - 2) / 4))) if k >= 2 else 1e-3 * (k + 1) / 2
+                for k in range(1, 9)]
+    assert rates == pytest.approx(expected, abs=1e-12)
+    assert rates[-3:] == pytest.approx([0.0, 0.0, 0.0], abs=1e-12) and rates[3] == pytest.approx(5e-4)  # halfway down
+
+
 def test_export_loads_in_the_pipeline_and_generates(resumed_runs, tmp_path):
     from PIL import Image
 

@@ -34,6 +34,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, help="objects per step over all processes (default: by preset)")
     parser.add_argument("--lr", type=float, dest="learning_rate", help="learning rate (default: the stage's)")
     parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    parser.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
+                        help="after the warm-up: constant, or cosine down to zero over --lr-decay-steps (default: %(default)s)")
+    parser.add_argument("--lr-decay-steps", type=int, default=d.lr_decay_steps,
+                        help="--lr-schedule cosine: optimizer steps from the end of the warm-up to a rate of zero (default: %(default)s)")
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
     parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm, 0 = off")
     parser.add_argument("--ema-decay", type=float, default=d.ema_decay)
@@ -78,7 +82,8 @@ def settings_from_args(args):
 
     return TrainSettings(
         stage=args.stage, output=args.output, preset=args.preset, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay,
+        warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule, lr_decay_steps=args.lr_decay_steps,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay,
         condition_dropout=args.condition_dropout, max_steps=args.max_steps, max_minutes=args.max_minutes, seed=args.seed,
         device=args.device, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
         compile=args.compile, compile_mode=args.compile_mode, channels_last=args.channels_last, log_every=args.log_every, sample_every=args.sample_every,

@@ -77,6 +77,10 @@ class TrainSettings:
     batch_size: int | None = None
     learning_rate: float | None = None  # None = the stage's
     warmup_steps: int = 500
+    #: after the warm-up: "constant", or "cosine" (down to zero over lr_decay_steps optimizer
+    #: steps, then zero). Counted from this run's start, or from the checkpoint it resumes.
+    lr_schedule: str = "constant"
+    lr_decay_steps: int = 1000
     weight_decay: float = 0.01
     adam_betas: tuple = (0.9, 0.999)
     grad_clip: float = 1.0

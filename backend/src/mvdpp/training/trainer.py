@@ -13,6 +13,7 @@ repeats the uninterrupted one (bit for bit on the CPU).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -29,6 +30,23 @@ from .ema import EMA
 from .objectives import make_objective
 from .run_folder import PIPELINE_DIR, STATE_FILE, RunFolder, TrainingState, resolve_pipeline_folder
 from .stages import TrainSettings
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_factor(scheduler_step: int, warmup_steps: int, schedule: str = "constant", decay_steps: int = 0) -> float:
+    """The multiplier of the base learning rate at a scheduler step: a linear warm-up, then
+    constant, or a half cosine down to zero over ``decay_steps`` (annealing the weights at the
+    end of a run, when the noise of a constant rate is as large as what more steps gain)."""
+    if scheduler_step < warmup_steps:
+        return (scheduler_step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        done = min(1.0, (scheduler_step - max(warmup_steps, 0)) / max(decay_steps, 1))
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
 
 
 @dataclass
@@ -247,11 +265,11 @@ class Trainer:
         self.print(f"note: learning rate {old:.3g} -> {wanted:.3g} (--lr) from this step on")
 
     def _lr_factor(self, scheduler_step: int) -> float:
-        # Linear warm-up, then constant. LambdaLR's count is saved in checkpoints (a resume keeps
-        # it) and restarts with a fresh optimizer (a run continued from an export warms up again,
-        # as its Adam moments start from zero).
-        warm = self.settings.warmup_steps
-        return 1.0 if warm <= 0 else min(1.0, (scheduler_step + 1) / warm)
+        # LambdaLR's count is saved in checkpoints (a resume keeps it) and restarts with a fresh
+        # optimizer (a run continued from an export warms up again, as its Adam moments start
+        # from zero).
+        s = self.settings
+        return learning_rate_factor(scheduler_step, s.warmup_steps, s.lr_schedule, s.lr_decay_steps)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batch: dict, randomness_of_step: int | None = None) -> tuple[torch.Tensor, dict]:
