@@ -24,9 +24,11 @@ from .stages import Stage
 MASK_LOGIT_SCALE = 4.0
 KL_WEIGHT = 1e-6
 MASK_BCE_WEIGHT = 0.1
-#: The vae-decoder stage adds the L1 averaged over the object's pixels only: objects cover a
-#: small part of a view, so in the plain mean a wrong hue on the object (the first embedded VAE
-#: turned yellow into brown) costs little next to the white background it already gets right.
+#: Both VAE stages add the L1 averaged over the object's pixels only: objects cover a small part
+#: of a view, so in the plain mean a wrong hue on the object (the first embedded VAE turned
+#: yellow into brown) costs little next to the white background it already gets right. The
+#: first `vae` run (1,001 steps) had no such term, and its encoder keeps little of the green
+#: (docs/training.md): the term was in `vae-decoder` only until session 13.
 OBJECT_L1_WEIGHT = 1.0
 
 
@@ -53,10 +55,11 @@ class VAERoundTrip(nn.Module):
 
 
 class VAEObjective:
-    """Mask-aware VAE: L1 on RGBA (clamped as the pipeline decodes), BCE on the mask, small KL.
+    """Mask-aware VAE: L1 on RGBA (clamped as the pipeline decodes) plus the L1 over the object's
+    pixels (``OBJECT_L1_WEIGHT``), BCE on the mask, small KL.
 
-    ``decoder_only`` (stage vae-decoder): the encoder is frozen, the KL term (an encoder loss)
-    is dropped and the L1 over the object's pixels is added (``OBJECT_L1_WEIGHT``)."""
+    ``decoder_only`` (stage vae-decoder): the encoder is frozen and the KL term (an encoder
+    loss) is dropped."""
 
     def __init__(self, pipe, stage: Stage, decoder_only: bool = False):
         self.pipe = pipe
@@ -97,13 +100,12 @@ class VAEObjective:
         l1 = error.mean()
         mask_target = (target[:, 3] + 1.0) / 2.0
         bce = F.binary_cross_entropy_with_logits(decoded[:, 3] * MASK_LOGIT_SCALE, mask_target)
-        metrics = {"l1": l1.detach(), "mask_bce": bce.detach(), "kl": kl.detach()}
-        if not self.decoder_only:
-            return l1 + MASK_BCE_WEIGHT * bce + KL_WEIGHT * kl, metrics
         weight = mask_target[:, None]
         object_l1 = (error * weight).sum() / (weight.sum() * error.shape[1]).clamp(min=1.0)
-        metrics["object_l1"] = object_l1.detach()
-        return l1 + OBJECT_L1_WEIGHT * object_l1 + MASK_BCE_WEIGHT * bce, metrics
+        metrics = {"l1": l1.detach(), "object_l1": object_l1.detach(), "mask_bce": bce.detach(), "kl": kl.detach()}
+        loss = l1 + OBJECT_L1_WEIGHT * object_l1 + MASK_BCE_WEIGHT * bce
+        # KL is an encoder loss: without an encoder gradient (vae-decoder) it only adds noise
+        return (loss if self.decoder_only else loss + KL_WEIGHT * kl), metrics
 
 
 class UNetObjective:

@@ -3,7 +3,7 @@
 The paper trains the UNet in three stages (PAPER.md, "Training"); this project adds a first
 stage for its own mask-aware VAE, because the embedded preset trains everything from scratch:
 
-    vae              RGBA in / RGBA out autoencoder: reconstruction + mask BCE + KL
+    vae              RGBA in / RGBA out autoencoder: reconstruction (+ object pixels) + mask BCE + KL
     vae-decoder      the VAE's decoder alone, encoder frozen: the latents every UNet stage
                      learned stay exactly the same, so a trained UNet keeps working with it
     unet-eps-single  epsilon-prediction, one condition view
@@ -43,7 +43,7 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("vae", "vae", None, "single", 1e-4, "mask-aware VAE: RGBA reconstruction, mask BCE, KL"),
+        Stage("vae", "vae", None, "single", 1e-4, "mask-aware VAE: RGBA reconstruction with extra weight on the object, mask BCE, KL"),
         Stage("vae-decoder", "vae", None, "single", 1e-4,
               "VAE decoder only (encoder frozen, latents unchanged): RGBA reconstruction with extra weight on the object, mask BCE",
               decoder_only=True),
