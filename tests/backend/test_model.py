@@ -448,3 +448,15 @@ def test_folding_the_input_conv_keeps_the_outputs_and_frees_the_channels(pipe):
         first_folded = folded.body.conv_in(inputs.sample)
     torch.testing.assert_close(first_folded[..., 1:-1, 1:-1], first_bottleneck[..., 1:-1, 1:-1], atol=1e-5, rtol=1e-4)
     assert fold_input_reduce(folded) is folded
+
+
+def test_importing_the_pipeline_prints_no_torchvision_warning():
+    """The pipeline needs no torchvision; transformers' "install torchvision" notice, set off by
+    importing diffusers' guidance rescale, must not reach a user's terminal or Blender's log."""
+    import subprocess
+    import sys
+
+    code = "import mvdpp.pipelines.pipeline_mvdpp as p; assert callable(p.rescale_noise_cfg)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "torchvision" not in run.stderr + run.stdout

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -18,6 +17,27 @@ from ..protocol import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_RESCALE
 from ..rig import MAX_CONDITION_VIEWS, NUM_RIG_VIEWS, rig_cameras
 from .inputs import build_unet_inputs, encode_condition, split_views
 from .schedulers import make_scheduler, scheduler_name
+
+
+def _import_rescale_noise_cfg():
+    """diffusers' guidance rescale, from its Stable Diffusion pipeline module. Importing that
+    module makes transformers look up CLIP's and SigLIP's image processors, which without
+    torchvision (not needed here) prints a two-line "install torchvision" warning that every
+    `mvdpp` command and the Blender extension's log would show; the PIL fallback it takes
+    instead is fine for us, so that one logger is quiet during the import."""
+    from transformers.utils import logging as transformers_logging
+
+    logger = transformers_logging.get_logger("transformers.utils.import_utils")
+    level = logger.level
+    logger.setLevel(transformers_logging.ERROR)
+    try:
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+    finally:
+        logger.setLevel(level)
+    return rescale_noise_cfg
+
+
+rescale_noise_cfg = _import_rescale_noise_cfg()
 
 
 def rescale_guided_prediction(guided: torch.Tensor, conditional: torch.Tensor, rescale: float) -> torch.Tensor:
