@@ -48,7 +48,8 @@ def main() -> int:
     preview.data.lens = 42
     scene.camera = preview
     world = bpy.data.worlds.new("Preview world")
-    world.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # from 5.0 every world has its node tree (use_nodes is deprecated)
+        world.use_nodes = True
     background = world.node_tree.nodes.get("Background")
     if background is not None:  # a light studio backdrop, so the views' white backgrounds read as cards
         background.inputs["Color"].default_value = (0.62, 0.64, 0.68, 1.0)
