@@ -53,6 +53,21 @@ def test_box_reconstructs_within_tolerance():
     assert np.allclose(mesh.bounds, truth.bounds, atol=0.07)
 
 
+def test_refining_vertices_pulls_the_hull_bulge_onto_a_textured_box():
+    """refine_vertices (off by default) moves vertices along their normals to where the views'
+    colours agree: the hull's bulges past the box's checkered faces shrink."""
+    from mvdpp.recon.settings import PRESETS
+
+    assert not any(preset.refine_vertices for preset in PRESETS.values())
+    views = scenes.render(scenes.box_sdf((0.35, 0.25, 0.3)), size=64)
+    truth = scenes.box_mesh((0.35, 0.25, 0.3))
+    plain, refined = _recon(views), _recon(views, refine_vertices=True)
+    # measured: Chamfer 0.0179 -> 0.0093, IoU 0.849 -> 0.933
+    assert metrics.chamfer_distance(refined, truth, 20_000) < 0.75 * metrics.chamfer_distance(plain, truth, 20_000)
+    assert metrics.volume_iou(refined, truth, 64) > metrics.volume_iou(plain, truth, 64) + 0.03
+    assert refined.is_watertight
+
+
 def _cavity_fill(mesh) -> float:
     """Share of the cup's cavity (well inside its walls and above its bottom) that the mesh fills."""
     occupied = metrics.solid_occupancy(mesh, 64)

@@ -17,6 +17,7 @@ from .grid import Grid
 from .carve import carve_field
 from .hull import hull_field, silhouette_agreement
 from .mesh import extract_mesh
+from .refine import refine_along_normals
 from .settings import resolve_quality
 from .stereo import stereo_depths
 from .views import as_view_set
@@ -91,6 +92,10 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
     t0 = time.perf_counter()
     report("mesh", 0, 1)
     mesh = extract_mesh(field.float().cpu().numpy(), grid, level, settings.smoothing_iterations, settings.drop_hollows)
+    if settings.refine_vertices:
+        refine_along_normals(mesh, views, grid.spacing, inward_nodes=settings.refine_inward_nodes,
+                             outward_nodes=settings.refine_outward_nodes, steps=settings.refine_steps,
+                             smoothing=settings.refine_smoothing, check_cancel=check_cancel)
     timings["mesh_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -55,6 +55,16 @@ class ReconSettings:
     #: Remove the walls of hollows sealed inside the solid (bubbles left by carving, which no
     #: view can see into; mesh.drop_floaters): Chamfer lower on 18 of the 20 acceptance objects.
     drop_hollows: bool = True
+    #: Move the mesh's vertices along their normals to where the views' colours agree best
+    #: (recon.refine): pulls the hull's bulges onto textured faces. Off by default.
+    refine_vertices: bool = False
+    #: The refinement's search along each normal, in grid nodes: this far inside ...
+    refine_inward_nodes: float = 5.0
+    #: ... to this far outside, in this many positions.
+    refine_outward_nodes: float = 1.0
+    refine_steps: int = 13
+    #: Neighbour-averaging passes over the displacements before the vertices move.
+    refine_smoothing: int = 2
     #: Taubin smoothing passes on the extracted mesh (removes the voxel staircase).
     smoothing_iterations: int = 8
     #: Half side of the cube the grid spans (objects live in [-0.5, 0.5]^3, see mvdpp.rig).
