@@ -59,6 +59,10 @@ def test_folders_of_different_models_are_refused_and_nothing_is_written(tiny_che
     save_file(state, str(b / UNET))
     with pytest.raises(ValueError, match="shape"):
         average_checkpoints.average_folders(tmp_path / "soup", [a, b])
-    assert not (tmp_path / "soup").exists()
+    assert not (tmp_path / "soup").exists() and not (tmp_path / "soup.partial").exists()
+    del state[name]  # a missing tensor is the same clear error, not a KeyError
+    save_file(state, str(b / UNET))
+    with pytest.raises(ValueError, match="differ in name"):
+        average_checkpoints.average_folders(tmp_path / "soup", [a, b])
     assert average_checkpoints.main([str(tmp_path / "x"), str(a), str(b), "--weights", "0.9", "0.9"]) == 2
     assert average_checkpoints.main([str(tmp_path / "y"), str(a), str(tmp_path)]) == 2  # no pipeline folder

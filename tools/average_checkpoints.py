@@ -21,16 +21,15 @@ import sys
 from pathlib import Path
 
 import torch
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME as WEIGHTS_FILE
 from safetensors.torch import load_file, save_file
-
-WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
 
 def weight_files(folder: Path) -> list[Path]:
     return sorted(p.relative_to(folder) for p in folder.glob(f"*/{WEIGHTS_FILE}"))
 
 
-def average_state(states: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
+def check_same_model(states: list[dict[str, torch.Tensor]]) -> None:
     first = states[0]
     for state in states[1:]:
         if state.keys() != first.keys():
@@ -38,6 +37,11 @@ def average_state(states: list[dict[str, torch.Tensor]], weights: list[float]) -
         for name, tensor in state.items():
             if tensor.shape != first[name].shape:
                 raise ValueError(f"{name}: shape {tuple(tensor.shape)} vs {tuple(first[name].shape)}")
+
+
+def average_state(states: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
+    """Weighted mean per tensor of states that passed ``check_same_model``."""
+    first = states[0]
     out = {}
     for name, tensor in first.items():
         if not tensor.is_floating_point():  # counters and the like: the template's
@@ -69,12 +73,17 @@ def average_folders(out: Path, folders: list[Path], weights: list[float] | None 
     shutil.copytree(folders[0], staging)
     (staging / "training_state.json").unlink(missing_ok=True)  # the mean of several states is none of them
     averaged = []
-    for relative in files:
-        states = [load_file(str(folder / relative)) for folder in folders]
-        if all(torch.equal(states[0][k], s[k]) for s in states[1:] for k in states[0]):
-            continue  # frozen in training (e.g. the VAE): the template's copy is already there
-        save_file(average_state(states, weights), str(staging / relative))
-        averaged.append(relative)
+    try:
+        for relative in files:
+            states = [load_file(str(folder / relative)) for folder in folders]
+            check_same_model(states)
+            if all(torch.equal(states[0][k], s[k]) for s in states[1:] for k in states[0]):
+                continue  # frozen in training (e.g. the VAE): the template's copy is already there
+            save_file(average_state(states, weights), str(staging / relative))
+            averaged.append(relative)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     (staging / "averaged_from.json").write_text(json.dumps(
         {"folders": [str(f) for f in folders], "weights": weights, "averaged": [str(a) for a in averaged]}, indent=1))
     staging.rename(out)

@@ -27,6 +27,22 @@ def _zbuffer(pixels: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, siz
     return zbuf.view(size, size)
 
 
+def visibility(points: torch.Tensor, normals: torch.Tensor, views: ViewSet, v: int, spacing: float):
+    """Where view ``v`` sees ``points``: (pixels (N, 2), visible (N,) bool by a depth test against
+    a z-buffer splatted from the points themselves, cosine (N,) between normal and view ray)."""
+    pixels, depth = views.project(points, v)
+    valid = views.inside_image(pixels, depth)
+    # Splat radius in pixels: about half the vertex spacing as seen from this camera.
+    footprint = float(views.focal[v]) * spacing / float(depth[valid].min()) if bool(valid.any()) else 1.0
+    radius = int(np.clip(np.ceil(footprint * 0.75), 1, 4))
+    zbuf = _zbuffer(pixels, depth, valid, views.size, radius)
+    px = pixels.floor().long().clamp(0, views.size - 1)
+    visible = valid & (depth <= zbuf[px[:, 1], px[:, 0]] + 1.5 * spacing)
+    to_camera = views.c2w[v, :3, 3] - points
+    cosine = (normals * to_camera).sum(-1) / to_camera.norm(dim=-1)
+    return pixels, visible, cosine
+
+
 def vertex_colours(mesh: trimesh.Trimesh, views: ViewSet, spacing: float, fallback=None, check_cancel=None) -> np.ndarray:
     """(N, 4) uint8 RGBA colours for ``mesh``'s vertices.
 
@@ -42,16 +58,7 @@ def vertex_colours(mesh: trimesh.Trimesh, views: ViewSet, spacing: float, fallba
     for v in range(views.count):
         if check_cancel is not None:
             check_cancel()
-        pixels, depth = views.project(points, v)
-        valid = views.inside_image(pixels, depth)
-        # Splat radius in pixels: about half the vertex spacing as seen from this camera.
-        footprint = float(views.focal[v]) * spacing / float(depth[valid].min()) if bool(valid.any()) else 1.0
-        radius = int(np.clip(np.ceil(footprint * 0.75), 1, 4))
-        zbuf = _zbuffer(pixels, depth, valid, views.size, radius)
-        px = pixels.floor().long().clamp(0, views.size - 1)
-        visible = valid & (depth <= zbuf[px[:, 1], px[:, 0]] + 1.5 * spacing)
-        to_camera = views.c2w[v, :3, 3] - points
-        cosine = (normals * to_camera).sum(-1) / to_camera.norm(dim=-1)
+        pixels, visible, cosine = visibility(points, normals, views, v, spacing)
         w = torch.where(visible, cosine.clamp_min(0.0) ** 2, torch.zeros_like(cosine))
         rgba = views.sample(torch.cat([views.rgb[v], views.alpha[v]]), pixels)
         # Pixels at the mask's edge mix in the white background: trust them less.

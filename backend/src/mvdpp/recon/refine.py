@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import trimesh
 
-from .colour import _zbuffer
+from .colour import visibility
 from .views import ViewSet
 
 #: A view takes part only where it sees the surface at least this squarely (cosine).
@@ -53,16 +53,7 @@ def photo_consistency_costs(mesh: trimesh.Trimesh, views: ViewSet, spacing: floa
     for v in range(views.count):
         if check_cancel is not None:
             check_cancel()
-        pixels, depth = views.project(points, v)
-        valid = views.inside_image(pixels, depth)
-        if not bool(valid.any()):
-            continue
-        footprint = float(views.focal[v]) * spacing / float(depth[valid].min())
-        zbuf = _zbuffer(pixels, depth, valid, views.size, int(np.clip(np.ceil(footprint * 0.75), 1, 4)))
-        px = pixels.floor().long().clamp(0, views.size - 1)
-        visible = valid & (depth <= zbuf[px[:, 1], px[:, 0]] + 1.5 * spacing)
-        to_camera = views.c2w[v, :3, 3] - points
-        cosine = (normals * to_camera).sum(-1) / to_camera.norm(dim=-1)
+        _, visible, cosine = visibility(points, normals, views, v, spacing)
         seen = torch.nonzero(visible & (cosine > MIN_COSINE))[:, 0]
         if seen.numel() == 0:
             continue
