@@ -272,3 +272,25 @@ def test_bench_recon_scores_a_rendered_object(tmp_path, capsys):
     assert len(rows) == 1 and rows[0]["seed"] == 0
     assert 0.0 < rows[0]["chamfer"] < 0.05 and rows[0]["iou"] > 0.5
     assert "mean" in capsys.readouterr().out
+
+
+def test_anchoring_thin_parts_keeps_a_rod_from_being_thinned_by_the_refinement():
+    """With refine_anchor_thickness_nodes, vertices with little solid behind them stay: a rod a
+    few grid nodes thick keeps its volume where the plain refinement pulls it in."""
+    rod = lambda p: scenes._cylinder(p, 0.035, -0.4, 0.4)
+    views = scenes.render(rod, size=64)
+    plain = _recon(views)
+    refined = _recon(views, refine_vertices=True)
+    anchored = _recon(views, refine_vertices=True, refine_anchor_thickness_nodes=5)
+    assert abs(anchored.volume - plain.volume) < 0.5 * abs(refined.volume - plain.volume)
+    assert anchored.is_watertight
+
+
+def test_bench_recon_set_reads_json_values_and_rejects_bad_items():
+    from mvdpp.recon.benchmark import parse_overrides
+
+    assert parse_overrides(["refine_vertices=true", "refine_window_rings=2", "stereo_min_gain=0.03"]) == {
+        "refine_vertices": True, "refine_window_rings": 2, "stereo_min_gain": 0.03}
+    with pytest.raises(MVDPPError) as info:
+        parse_overrides(["refine_vertices"])
+    assert info.value.code == BAD_INPUT and "KEY=VALUE" in info.value.message

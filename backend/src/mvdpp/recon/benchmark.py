@@ -28,6 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--samples", type=int, default=100_000, help="surface samples per mesh for Chamfer/F-score")
     parser.add_argument("--json", default=None, help="also write the per-object figures to this JSON file")
     parser.add_argument("--save-meshes", default=None, help="folder to write each reconstructed mesh (GLB) into")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one reconstruction setting (a field of mvdpp.recon.ReconSettings, "
+                             "value as JSON, e.g. refine_vertices=false); repeatable")
 
 
 def run(args) -> int:
@@ -45,11 +48,15 @@ def run(args) -> int:
     from .pipeline import reconstruct, resolve_device
 
     device = resolve_device(args.device)
+    overrides = parse_overrides(args.set)
+    from .settings import resolve_quality
+    resolve_quality(args.quality, device.type).with_overrides(**overrides)  # bad names fail before any work
     cameras = rig_cameras()
     renderer = Renderer(size=args.size)
     rows = []
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
-          f"threads={torch.get_num_threads()}, quality={args.quality}, size={args.size}, objects={args.objects}")
+          f"threads={torch.get_num_threads()}, quality={args.quality}, size={args.size}, objects={args.objects}"
+          + (f", overrides={json.dumps(overrides)}" if overrides else ""))
     print(f"{'seed':>6} {'chamfer':>8} {'fscore':>7} {'iou':>6} {'psnr':>6} {'ssim':>6} {'recon_s':>8}")
     for seed in range(args.first_seed, args.first_seed + args.objects):
         truth = make_object(seed)
@@ -58,7 +65,7 @@ def run(args) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        mesh = reconstruct(list(views), cameras, quality=args.quality, device=device, timings=timings)
+        mesh = reconstruct(list(views), cameras, quality=args.quality, device=device, timings=timings, **overrides)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -89,5 +96,22 @@ def run(args) -> int:
           f"{'PASS' if passed else 'FAIL'}; max {max(r['seconds'] for r in rows):.1f} s/object")
     if args.json:
         Path(args.json).write_text(json.dumps({"mean": mean, "objects": rows, "device": str(device),
-                                               "quality": args.quality, "size": args.size}, indent=2))
+                                               "quality": args.quality, "size": args.size, "overrides": overrides}, indent=2))
     return 0
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """["refine_vertices=false", ...] -> {"refine_vertices": False, ...} (values read as JSON,
+    plain strings as themselves); the names are checked by ReconSettings.with_overrides."""
+    from ..errors import BAD_INPUT, MVDPPError
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MVDPPError(BAD_INPUT, f"--set {item!r} is not KEY=VALUE", "e.g. --set refine_vertices=false")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides

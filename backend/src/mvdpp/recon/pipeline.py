@@ -80,7 +80,7 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
                                   near_hull_nodes=settings.stereo_near_hull_nodes, min_gain=settings.stereo_min_gain,
                                   check_cancel=check_cancel)
         # carve_field is > 0 in empty space; marching cubes wants inside above the level
-        carved = carve_field(views, grid, depths, view_weights, settings.hull_tolerated_votes,
+        carved = carve_field(views, grid, depths, view_weights, settings.hull_tolerated_votes + settings.carve_extra_votes,
                              solid=field >= 0.5, check_cancel=check_cancel)
         # inside = hull AND not carved; both as signed fields with the surface at 0
         field = torch.minimum(field - 0.5, -0.5 * carved)
@@ -95,7 +95,10 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
     if settings.refine_vertices:
         refine_along_normals(mesh, views, grid.spacing, inward_nodes=settings.refine_inward_nodes,
                              outward_nodes=settings.refine_outward_nodes, steps=settings.refine_steps,
-                             smoothing=settings.refine_smoothing, check_cancel=check_cancel)
+                             smoothing=settings.refine_smoothing, window_rings=settings.refine_window_rings,
+                             solid_at=_solid_sampler(field, grid, level), anchor_thickness_nodes=settings.refine_anchor_thickness_nodes,
+                             max_cost_ratio=settings.refine_max_cost_ratio,
+                             check_cancel=check_cancel)
     timings["mesh_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -105,6 +108,18 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
     timings["colour_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - start
     return mesh
+
+
+def _solid_sampler(field: torch.Tensor, grid: Grid, level: float):
+    """(M, 3) world points (any device) -> (M,) bool: inside the solid that ``field`` > ``level`` holds."""
+    volume = field.float()[None, None]
+
+    def solid_at(points: torch.Tensor) -> torch.Tensor:
+        where = grid.normalised(points.to(volume.device)).view(1, 1, 1, -1, 3)
+        values = torch.nn.functional.grid_sample(volume, where, mode="bilinear", padding_mode="border", align_corners=True)
+        return values.view(-1) > level
+
+    return solid_at
 
 
 def inconsistent_views_error() -> MVDPPError:

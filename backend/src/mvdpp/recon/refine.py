@@ -70,22 +70,58 @@ def photo_consistency_costs(mesh: trimesh.Trimesh, views: ViewSet, spacing: floa
 
 
 def refine_along_normals(mesh: trimesh.Trimesh, views: ViewSet, spacing: float, *, inward_nodes: float,
-                         outward_nodes: float, steps: int, smoothing: int, check_cancel=None) -> trimesh.Trimesh:
+                         outward_nodes: float, steps: int, smoothing: int, window_rings: int = 1,
+                         solid_at=None, anchor_thickness_nodes: float = 0.0, max_cost_ratio: float = 1.0,
+                         check_cancel=None) -> trimesh.Trimesh:
     """Move ``mesh``'s vertices (in place) to their photo-consistent positions along the normals,
     searched in ``steps`` positions from ``inward_nodes`` grid nodes inside to ``outward_nodes``
-    outside; ``smoothing`` passes of neighbour averaging blend the displacements."""
+    outside; ``smoothing`` passes of neighbour averaging blend the displacements.
+    ``window_rings``: how many rings of edge neighbours the colour variance is averaged over.
+    With ``solid_at`` ((M, 3) world points -> (M,) bool, the solid the mesh was extracted from)
+    and ``anchor_thickness_nodes`` > 0, a vertex moves inward at most half the solid's thickness
+    behind it, and not at all (it anchors its neighbours' moves) where that is under
+    ``anchor_thickness_nodes`` grid nodes: on a wire a pixel or two wide every position inside
+    looks alike, and any move thins or breaks it. A vertex moves only where its best position's
+    cost is at most ``max_cost_ratio`` times the cost where it is (on a plain-coloured surface
+    every position looks alike and the minimum is noise)."""
     offsets = torch.linspace(-inward_nodes, outward_nodes, steps, device=views.device) * spacing
-    variance, voters = photo_consistency_costs(mesh, views, spacing, offsets, check_cancel=check_cancel)
     mean = _neighbour_mean(mesh)
-    cost = mean @ variance.cpu().numpy()  # single vertices are too noisy to match
+    variance, voters = photo_consistency_costs(mesh, views, spacing, offsets, check_cancel=check_cancel)
+    cost = variance.cpu().numpy()
+    for _ in range(window_rings):  # single vertices are too noisy to match
+        cost = mean @ cost
+    anchored = np.zeros(len(cost), dtype=bool)
+    if solid_at is not None and anchor_thickness_nodes > 0:
+        depth = _solid_depth(mesh, solid_at, spacing, max(2.0 * inward_nodes, anchor_thickness_nodes))
+        cost = np.where(-offsets.cpu().numpy()[None, :] > 0.5 * depth[:, None], np.inf, cost)
+        anchored = depth < anchor_thickness_nodes * spacing
+    cost = np.where(np.isfinite(cost), cost, 1e9)  # colour variances are below ~10
     best = cost.argmin(1)
     located = (voters.cpu().numpy() >= 2) & (best > 0) & (best < steps - 1)
+    here = cost[:, int(offsets.abs().argmin())]
+    located &= (cost[np.arange(len(best)), best] <= max_cost_ratio * here) & ~anchored
     shift = np.where(located, offsets.cpu().numpy()[best], 0.0)
     # Blend over the edges, weighted by which vertices were located; a vertex among few located
     # ones moves only part of the way.
-    moved, trust = shift * located, located.astype(np.float64)
+    moved, trust = shift * located, (located | anchored).astype(np.float64)
     for _ in range(smoothing):
         moved, trust = mean @ moved, mean @ trust
     shift = np.where(trust > 0.2, moved / np.maximum(trust, 1e-8), 0.0) * np.minimum(1.0, trust / 0.5)
+    shift[anchored] = 0.0
     mesh.vertices = mesh.vertices + shift[:, None] * np.asarray(mesh.vertex_normals)
     return mesh
+
+
+def _solid_depth(mesh: trimesh.Trimesh, solid_at, spacing: float, reach_nodes: float) -> np.ndarray:
+    """(N,) how far (world units) the solid extends behind each vertex against its normal, probed
+    every half node up to ``reach_nodes`` nodes (that far where it does not end sooner)."""
+    points = torch.tensor(np.array(mesh.vertices), dtype=torch.float32)
+    normals = torch.tensor(np.array(mesh.vertex_normals), dtype=torch.float32)
+    # start a node inside: the vertex itself sits on the solid's boundary
+    distances = torch.arange(1.0, reach_nodes + 0.5, 0.5) * spacing
+    probes = points[:, None, :] - distances[None, :, None] * normals[:, None, :]
+    inside = solid_at(probes.reshape(-1, 3)).reshape(probes.shape[:2]).cpu()
+    outside = ~inside
+    first_out = torch.where(outside.any(1), outside.float().argmax(1), torch.full((len(points),), len(distances)))
+    reached = torch.cat([torch.zeros(1), distances])[first_out]  # the last distance still inside
+    return reached.numpy().astype(np.float64)

@@ -52,11 +52,15 @@ class ReconSettings:
     #: A voxel is carved by the visual hull only when more than this many views see it as
     #: background: one corrupted mask must not punch a hole through the object.
     hull_tolerated_votes: int = 1
+    #: Depth carving (stereo) needs this many more agreeing views than the hull: two views'
+    #: stereo errors that line up must not crack a solid.
+    carve_extra_votes: int = 0
     #: Remove the walls of hollows sealed inside the solid (bubbles left by carving, which no
     #: view can see into; mesh.drop_floaters): Chamfer lower on 18 of the 20 acceptance objects.
     drop_hollows: bool = True
     #: Move the mesh's vertices along their normals to where the views' colours agree best
-    #: (recon.refine): pulls the hull's bulges onto textured faces. Off by default.
+    #: (recon.refine): pulls the hull's bulges onto textured faces. Off by default: it thins
+    #: wires a pixel or two wide (re-rendered PSNR 25.7 -> 23.1 dB, docs/reconstruction.md).
     refine_vertices: bool = False
     #: The refinement's search along each normal, in grid nodes: this far inside ...
     refine_inward_nodes: float = 5.0
@@ -65,6 +69,15 @@ class ReconSettings:
     refine_steps: int = 13
     #: Neighbour-averaging passes over the displacements before the vertices move.
     refine_smoothing: int = 2
+    #: Vertices with less solid than this many grid nodes behind them stay (and hold their
+    #: neighbours): thin wires keep their width. When > 0, every vertex also moves at most half
+    #: the thickness behind it.
+    refine_anchor_thickness_nodes: float = 0.0
+    #: A vertex moves only where its best position's colour variance is at most this share of
+    #: the variance where it is (1: wherever the best is elsewhere).
+    refine_max_cost_ratio: float = 1.0
+    #: Rings of edge neighbours over which a vertex's colour variance is averaged.
+    refine_window_rings: int = 1
     #: Taubin smoothing passes on the extracted mesh (removes the voxel staircase).
     smoothing_iterations: int = 8
     #: Half side of the cube the grid spans (objects live in [-0.5, 0.5]^3, see mvdpp.rig).
