@@ -294,3 +294,12 @@ def test_bench_recon_set_reads_json_values_and_rejects_bad_items():
     with pytest.raises(MVDPPError) as info:
         parse_overrides(["refine_vertices"])
     assert info.value.code == BAD_INPUT and "KEY=VALUE" in info.value.message
+
+
+def test_carve_extra_votes_makes_depth_carving_need_more_views(cup_views):
+    """carve_extra_votes raises the views needed to carve by depth only: demanding more than the
+    32 views can give leaves the cup's cavity (seen through depths, not masks) filled."""
+    default, strict = _recon(cup_views), _recon(cup_views, carve_extra_votes=40)
+    truth = scenes.cup_mesh()
+    assert strict.volume > default.volume + 0.3 * (scenes.CUP["inner_radius"] ** 2 * np.pi * 0.2)
+    assert abs(default.volume - truth.volume) < abs(strict.volume - truth.volume)

@@ -46,10 +46,10 @@ def run(args) -> int:
     from ..rig import rig_cameras
     from .export import save_mesh
     from .pipeline import reconstruct, resolve_device
+    from .settings import resolve_quality
 
     device = resolve_device(args.device)
     overrides = parse_overrides(args.set)
-    from .settings import resolve_quality
     resolve_quality(args.quality, device.type).with_overrides(**overrides)  # bad names fail before any work
     cameras = rig_cameras()
     renderer = Renderer(size=args.size)

@@ -71,8 +71,7 @@ def photo_consistency_costs(mesh: trimesh.Trimesh, views: ViewSet, spacing: floa
 
 def refine_along_normals(mesh: trimesh.Trimesh, views: ViewSet, spacing: float, *, inward_nodes: float,
                          outward_nodes: float, steps: int, smoothing: int, window_rings: int = 1,
-                         solid_at=None, anchor_thickness_nodes: float = 0.0, max_cost_ratio: float = 1.0,
-                         check_cancel=None) -> trimesh.Trimesh:
+                         solid_at=None, anchor_thickness_nodes: float = 0.0, check_cancel=None) -> trimesh.Trimesh:
     """Move ``mesh``'s vertices (in place) to their photo-consistent positions along the normals,
     searched in ``steps`` positions from ``inward_nodes`` grid nodes inside to ``outward_nodes``
     outside; ``smoothing`` passes of neighbour averaging blend the displacements.
@@ -81,9 +80,7 @@ def refine_along_normals(mesh: trimesh.Trimesh, views: ViewSet, spacing: float, 
     and ``anchor_thickness_nodes`` > 0, a vertex moves inward at most half the solid's thickness
     behind it, and not at all (it anchors its neighbours' moves) where that is under
     ``anchor_thickness_nodes`` grid nodes: on a wire a pixel or two wide every position inside
-    looks alike, and any move thins or breaks it. A vertex moves only where its best position's
-    cost is at most ``max_cost_ratio`` times the cost where it is (on a plain-coloured surface
-    every position looks alike and the minimum is noise)."""
+    looks alike, and any move thins or breaks it."""
     offsets = torch.linspace(-inward_nodes, outward_nodes, steps, device=views.device) * spacing
     mean = _neighbour_mean(mesh)
     variance, voters = photo_consistency_costs(mesh, views, spacing, offsets, check_cancel=check_cancel)
@@ -93,13 +90,12 @@ def refine_along_normals(mesh: trimesh.Trimesh, views: ViewSet, spacing: float, 
     anchored = np.zeros(len(cost), dtype=bool)
     if solid_at is not None and anchor_thickness_nodes > 0:
         depth = _solid_depth(mesh, solid_at, spacing, max(2.0 * inward_nodes, anchor_thickness_nodes))
-        cost = np.where(-offsets.cpu().numpy()[None, :] > 0.5 * depth[:, None], np.inf, cost)
+        too_deep = -offsets.cpu().numpy()[None, :] > 0.5 * depth[:, None]
+        cost = np.where(too_deep, 1e9, cost)  # colour variances are below ~10
         anchored = depth < anchor_thickness_nodes * spacing
-    cost = np.where(np.isfinite(cost), cost, 1e9)  # colour variances are below ~10
     best = cost.argmin(1)
     located = (voters.cpu().numpy() >= 2) & (best > 0) & (best < steps - 1)
-    here = cost[:, int(offsets.abs().argmin())]
-    located &= (cost[np.arange(len(best)), best] <= max_cost_ratio * here) & ~anchored
+    located &= ~anchored
     shift = np.where(located, offsets.cpu().numpy()[best], 0.0)
     # Blend over the edges, weighted by which vertices were located; a vertex among few located
     # ones moves only part of the way.

@@ -60,7 +60,8 @@ class ReconSettings:
     drop_hollows: bool = True
     #: Move the mesh's vertices along their normals to where the views' colours agree best
     #: (recon.refine): pulls the hull's bulges onto textured faces. Off by default: it thins
-    #: wires a pixel or two wide (re-rendered PSNR 25.7 -> 23.1 dB, docs/reconstruction.md).
+    #: wires a pixel or two wide (with session 14's other changes, re-rendered
+    #: PSNR 25.68 -> 23.07 dB on the H200; BENCHMARKS.md).
     refine_vertices: bool = False
     #: The refinement's search along each normal, in grid nodes: this far inside ...
     refine_inward_nodes: float = 5.0
@@ -73,9 +74,6 @@ class ReconSettings:
     #: neighbours): thin wires keep their width. When > 0, every vertex also moves at most half
     #: the thickness behind it.
     refine_anchor_thickness_nodes: float = 0.0
-    #: A vertex moves only where its best position's colour variance is at most this share of
-    #: the variance where it is (1: wherever the best is elsewhere).
-    refine_max_cost_ratio: float = 1.0
     #: Rings of edge neighbours over which a vertex's colour variance is averaged.
     refine_window_rings: int = 1
     #: Taubin smoothing passes on the extracted mesh (removes the voxel staircase).
