@@ -158,3 +158,45 @@ def test_several_renderers_in_one_process_do_not_interfere(renderer):
     assert np.array_equal(renderer.render(box, cameras), before)
     depth, _ = renderer.render_geometry(box, cameras)
     assert (depth > 0).any()
+
+
+def test_shading_normal_stays_finite_where_screen_derivatives_degenerate(renderer):
+    """NVIDIA's driver gives zero position derivatives on some pixels of tiny or edge-on crease
+    triangles; a NaN normal there rendered as white speckles. Force that case (a constant world
+    position, so dFdx = dFdy = 0) and a zero vertex normal through the renderer's own GLSL."""
+    from mvdpp.data import render
+
+    vertex = """
+    #version 330
+    in vec2 in_xy;
+    uniform vec3 u_normal;
+    out vec3 v_normal; out float v_crease; out vec4 v_color; out vec2 v_uv; out vec3 v_world;
+    flat out vec3 v_campos; out float v_depth;
+    void main() {
+        gl_Position = vec4(in_xy, 0.0, 1.0);
+        v_normal = u_normal; v_crease = 1.0; v_color = vec4(1.0); v_uv = vec2(0.0);
+        v_world = vec3(0.1, 0.2, 0.3); v_campos = vec3(0.0, 0.0, 2.0); v_depth = 1.0;
+    }
+    """
+    fragment = render._FRAGMENT_HEADER + render._NORMAL_GLSL + """
+    out vec4 f_out;
+    void main() { f_out = vec4(shading_normal(), 1.0); }
+    """
+    ctx = renderer.ctx
+    with ctx:
+        program = ctx.program(vertex_shader=vertex, fragment_shader=fragment)
+        triangle = ctx.buffer(np.array([-1, -1, 3, -1, -1, 3], dtype="f4").tobytes())
+        vao = ctx.vertex_array(program, [(triangle, "2f", "in_xy")])
+        target = ctx.framebuffer([ctx.renderbuffer((8, 8), 4, dtype="f4")])
+        target.use()
+        for smooth in ((0.0, 0.6, 0.8), (0.0, 0.0, 0.0)):
+            program["u_normal"].value = smooth
+            target.clear(0.0, 0.0, 0.0, 0.0)
+            vao.render()
+            out = np.frombuffer(target.read(components=4, dtype="f4"), dtype=np.float32).reshape(8, 8, 4)
+            assert np.isfinite(out).all(), smooth
+            assert np.allclose(np.linalg.norm(out[..., :3], axis=-1), 1.0, atol=1e-4), smooth
+            if any(smooth):  # degenerate derivatives keep the vertex normal, facing the camera
+                assert np.allclose(out[..., :3], smooth, atol=1e-4)
+        for gl_object in (vao, triangle, target, program):
+            gl_object.release()

@@ -46,7 +46,7 @@ from ..result import (
 from ..rig import MAX_CONDITION_VIEWS, Camera, rig_cameras, sample_input_camera
 from .assets import save_asset
 from .procedural import DEFAULT_DETAIL
-from .render import Lighting, Renderer
+from .render import RENDER_REVISION, Lighting, Renderer
 from .seeds import EVAL_SEED_END
 
 EVALSET_FILE = "evalset.json"
@@ -181,7 +181,7 @@ def make_evalset(
     _check_parameters(out, {
         "format": EVALSET_FORMAT, "version": 1, "source": source.describe(), "first_seed": first_seed,
         "count": count, "image_size": size, "num_inputs": num_inputs,
-        "detail": detail if assets is None else None,
+        "detail": detail if assets is None else None, "renderer_revision": RENDER_REVISION,
     })
     mine = [first_seed + i for i in range(count) if i % n == k - 1]
     renderer = Renderer(size)

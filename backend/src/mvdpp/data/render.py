@@ -39,6 +39,9 @@ import numpy as np
 from ..errors import DEVICE, BAD_INPUT, MVDPPError
 from ..rig import Camera, opengl_projection
 
+#: Bumped whenever the same mesh and cameras render differently, so stored renders (evaluation
+#: sets, their cached baselines) made before are told apart. 2: no NaN normals (session 15).
+RENDER_REVISION = 2
 #: Largest framebuffer side the renderer asks for (views beyond it are drawn in further passes).
 MAX_FRAMEBUFFER_SIDE = 32768
 #: Largest image side.
@@ -130,13 +133,22 @@ void main() {
 # The shading normal: the interpolated vertex normal, except on triangles touching a crease
 # vertex (one whose normal strays more than the crease angle from an adjacent face's, e.g. a
 # cube's corners): there the face normal, which screen-space derivatives of the world position
-# give exactly.
+# give exactly. Where the derivatives degenerate (NVIDIA's driver returns parallel or zero ones
+# on some pixels of small or edge-on triangles), normalize() of a zero vector is NaN, and NaN
+# light came out white: speckles over reconstructed meshes and dashes along a box's edges,
+# 2-4 dB of PSNR on the H200 and not on llvmpipe (BENCHMARKS.md, session 15). Such pixels keep
+# the vertex normal instead; a zero vertex normal falls back to +Z, any unit vector would do.
 _NORMAL_GLSL = """
 vec3 shading_normal() {
-    vec3 n = normalize(v_normal);
+    float smooth_len2 = dot(v_normal, v_normal);
+    vec3 n = smooth_len2 > 1e-24 ? v_normal * inversesqrt(smooth_len2) : vec3(0.0, 0.0, 1.0);
     if (v_crease > 0.0) {
-        vec3 face = normalize(cross(dFdx(v_world), dFdy(v_world)));
-        n = dot(face, n) < 0.0 ? -face : face;
+        vec3 face = cross(dFdx(v_world), dFdy(v_world));
+        float face_len2 = dot(face, face);
+        if (face_len2 > 1e-36 && face_len2 < 1e36) {  // false for zero, inf and NaN alike
+            face *= inversesqrt(face_len2);
+            n = dot(face, n) < 0.0 ? -face : face;
+        }
     }
     if (dot(n, v_campos - v_world) < 0.0) n = -n;  // two-sided: open or inconsistently wound meshes
     return n;
