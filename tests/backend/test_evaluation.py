@@ -166,3 +166,20 @@ def test_baselines_are_reused_from_an_earlier_run_only_under_the_same_mesh_setti
     capsys.readouterr()
     assert main(["eval", str(evalset), *quick, "--baselines-from", str(tmp_path)]) == 2
     assert "is not the --out folder of an earlier `mvdpp eval`" in capsys.readouterr().err
+
+
+def test_baseline_key_holds_the_presets_fields_not_only_their_names(monkeypatch):
+    """A preset whose fields change (same name) must not reuse baselines measured under the old one."""
+    from dataclasses import replace
+
+    from mvdpp.evaluation.resume import baseline_key
+    from mvdpp.evaluation.runner import EvalSettings
+    from mvdpp.recon import settings
+
+    def key():
+        return baseline_key({"evalset": {"count": 1}, "evaluation_version": 1, "settings": EvalSettings().describe()})
+
+    before = key()
+    assert key() == before
+    monkeypatch.setitem(settings.PRESETS, "draft", replace(settings.PRESETS["draft"], refine_vertices=False))
+    assert key() != before

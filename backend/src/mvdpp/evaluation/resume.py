@@ -76,7 +76,8 @@ class ObjectStore:
 
 #: The settings a baseline depends on: not the checkpoint or how it samples, only the evaluation
 #: set, how meshes are made and how they are scored.
-BASELINE_SETTINGS = ("mesh_quality", "mesh_overrides", "surface_samples", "iou_resolution", "fscore_threshold")
+BASELINE_SETTINGS = ("mesh_quality", "mesh_overrides", "mesh_presets", "few_views_overrides", "surface_samples",
+                     "iou_resolution", "fscore_threshold")
 
 
 def baseline_key(key: dict) -> dict:

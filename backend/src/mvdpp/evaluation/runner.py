@@ -13,12 +13,12 @@ from __future__ import annotations
 import datetime
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import metrics
 from ..protocol import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_RESCALE
-from ..recon.settings import GENERATED_VIEW_OVERRIDES
+from ..recon.settings import GENERATED_VIEW_OVERRIDES, PRESETS
 from .baselines import RECONSTRUCTION_MIN_VIEWS, MeshSettings, inputs_only, reconstruct_views, upper_bound
 from .evalset_reader import find_objects
 from .generation import generate_views, object_seed
@@ -60,6 +60,9 @@ class EvalSettings:
             "guidance_rescale": self.guidance_rescale, "seed": self.seed,
             "scheduler": self.scheduler, "normalise_inputs": self.normalise_inputs, "mesh_quality": self.mesh.quality,
             "mesh_overrides": dict(self.mesh.overrides), "generated_view_overrides": dict(GENERATED_VIEW_OVERRIDES),
+            # the presets' fields, not only the name: a changed preset must not reuse old baselines
+            "mesh_presets": {name: asdict(preset) for name, preset in PRESETS.items()},
+            "few_views_overrides": dict(FEW_VIEWS_OVERRIDES),
             "surface_samples": self.surface_samples,
             "iou_resolution": self.iou_resolution, "fscore_threshold": self.fscore_threshold,
             "score_size": self.score_size,
