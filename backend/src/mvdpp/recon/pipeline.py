@@ -97,7 +97,7 @@ def reconstruct(images, cameras, quality="auto", device="auto", progress=None, s
                              outward_nodes=settings.refine_outward_nodes, steps=settings.refine_steps,
                              smoothing=settings.refine_smoothing, window_rings=settings.refine_window_rings,
                              solid_at=_solid_sampler(field, grid, level), anchor_thickness_nodes=settings.refine_anchor_thickness_nodes,
-                             check_cancel=check_cancel)
+                             view_weights=view_weights, check_cancel=check_cancel)
     timings["mesh_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

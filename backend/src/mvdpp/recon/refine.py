@@ -39,9 +39,10 @@ def _neighbour_mean(mesh: trimesh.Trimesh):
 
 
 def photo_consistency_costs(mesh: trimesh.Trimesh, views: ViewSet, spacing: float, offsets: torch.Tensor,
-                            check_cancel=None) -> tuple[torch.Tensor, torch.Tensor]:
+                            view_weights: torch.Tensor | None = None, check_cancel=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, K) weighted colour variance across the views at each vertex moved by ``offsets`` (K,)
-    along its normal, and (N,) how many views see each vertex squarely enough to vote."""
+    along its normal, and (N,) how many views see each vertex squarely enough to vote.
+    ``view_weights`` (views.count,): views weighted 0 (corrupted masks) take no part."""
     points = torch.tensor(mesh.vertices, dtype=torch.float32, device=views.device)
     normals = torch.tensor(np.asarray(mesh.vertex_normals), dtype=torch.float32, device=views.device)
     n, k = points.shape[0], offsets.shape[0]
@@ -53,6 +54,8 @@ def photo_consistency_costs(mesh: trimesh.Trimesh, views: ViewSet, spacing: floa
     for v in range(views.count):
         if check_cancel is not None:
             check_cancel()
+        if view_weights is not None and float(view_weights[v]) == 0.0:
+            continue  # its hole would read as background and pull the surface in
         _, visible, cosine = visibility(points, normals, views, v, spacing)
         seen = torch.nonzero(visible & (cosine > MIN_COSINE))[:, 0]
         if seen.numel() == 0:
@@ -71,7 +74,8 @@ def photo_consistency_costs(mesh: trimesh.Trimesh, views: ViewSet, spacing: floa
 
 def refine_along_normals(mesh: trimesh.Trimesh, views: ViewSet, spacing: float, *, inward_nodes: float,
                          outward_nodes: float, steps: int, smoothing: int, window_rings: int = 1,
-                         solid_at=None, anchor_thickness_nodes: float = 0.0, check_cancel=None) -> trimesh.Trimesh:
+                         solid_at=None, anchor_thickness_nodes: float = 0.0, view_weights=None,
+                         check_cancel=None) -> trimesh.Trimesh:
     """Move ``mesh``'s vertices (in place) to their photo-consistent positions along the normals,
     searched in ``steps`` positions from ``inward_nodes`` grid nodes inside to ``outward_nodes``
     outside; ``smoothing`` passes of neighbour averaging blend the displacements.
@@ -80,10 +84,10 @@ def refine_along_normals(mesh: trimesh.Trimesh, views: ViewSet, spacing: float, 
     and ``anchor_thickness_nodes`` > 0, a vertex moves inward at most half the solid's thickness
     behind it, and not at all (it anchors its neighbours' moves) where that is under
     ``anchor_thickness_nodes`` grid nodes: on a wire a pixel or two wide every position inside
-    looks alike, and any move thins or breaks it."""
+    looks alike, and any move thins or breaks it. ``view_weights``: as photo_consistency_costs."""
     offsets = torch.linspace(-inward_nodes, outward_nodes, steps, device=views.device) * spacing
     mean = _neighbour_mean(mesh)
-    variance, voters = photo_consistency_costs(mesh, views, spacing, offsets, check_cancel=check_cancel)
+    variance, voters = photo_consistency_costs(mesh, views, spacing, offsets, view_weights, check_cancel=check_cancel)
     cost = variance.cpu().numpy()
     for _ in range(window_rings):  # single vertices are too noisy to match
         cost = mean @ cost
