@@ -479,3 +479,40 @@ def test_latent_cache_encodes_the_next_epoch_in_the_background_without_touching_
     assert not torch.equal(got[0]["gen_latents"], got[2]["gen_latents"])  # a new epoch did arrive
     assert torch.equal(background.object_seed, on_demand.object_seed)
     batches.close()
+
+
+def test_one_gl_context_cache_renders_what_per_worker_contexts_render(tmp_path):
+    """render_contexts="one": workers make the meshes, one process renders them; the cache holds
+    the same objects and views as with a GL context per worker, and a failing object source
+    surfaces as a clear error from the render process, not a hang."""
+    from mvdpp.errors import BAD_INPUT, MVDPPError
+    from mvdpp.training.object_cache import DeviceObjectCache, cache_batches
+
+    quiet = dict(seed=5, rank=0, world_size=1, device=torch.device("cpu"), log=lambda *a: None, prefetch=False)
+    one = DeviceObjectCache(3, 10, 32, num_workers=2, render_contexts="one", **quiet)
+    per_worker = DeviceObjectCache(3, 10, 32, num_workers=2, **quiet)
+    one.fill(0)
+    per_worker.fill(0)
+    assert torch.equal(one.object_seed, per_worker.object_seed)
+    assert (one.rig.int() - per_worker.rig.int()).abs().max() <= 2 and (one.cond.int() - per_worker.cond.int()).abs().max() <= 2
+    assert one.rig.float().std() > 10  # objects were drawn, not an empty buffer
+    # prefetched in the background (the path whose last objects a too-early exit once lost)
+    background = DeviceObjectCache(2, 1, 32, num_workers=1, render_contexts="one", **{**quiet, "prefetch": True})
+    batches = cache_batches(background, 2, "sparse", start=0)
+    for index in range(3):  # epochs 0, 1, 2
+        got = next(batches)
+        want = DeviceObjectCache(2, 1, 32, num_workers=0, **quiet).batch(index, 2, "sparse")
+        assert torch.equal(got["object_seed"], want["object_seed"])
+        assert (got["gen"] - want["gen"]).abs().max() <= 2 / 127.5
+    batches.close()
+
+    broken = tmp_path / "assets"
+    broken.mkdir()
+    (broken / "broken.obj").write_text("this is not a mesh\n")
+    failing = DeviceObjectCache(1, 10, 32, num_workers=1, render_contexts="one", assets=str(broken), **quiet)
+    with pytest.raises(MVDPPError) as info:
+        failing.fill(0)
+    assert info.value.code == BAD_INPUT and "render process" in info.value.message and "could be loaded" in info.value.message
+    with pytest.raises(MVDPPError) as info:
+        DeviceObjectCache(1, 10, 32, render_contexts="two", **quiet)
+    assert info.value.code == BAD_INPUT

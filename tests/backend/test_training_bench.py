@@ -66,7 +66,7 @@ def test_running_out_of_memory_is_a_clear_error_not_an_internal_one(monkeypatch,
     assert "--batch-size" in err and "internal error" not in err and "more detail" not in err
 
 
-@pytest.mark.parametrize("kind", ["render", "render-apart"])
+@pytest.mark.parametrize("kind", ["render", "render-apart", "render-one-context"])
 def test_background_render_load_delivers_objects_and_stops(tmp_path, kind):
     """The render loads are a real prefetch renderer: objects arrive while they run, and stop()
     ends them (no thread or gathering process left behind)."""
@@ -82,6 +82,9 @@ def test_background_render_load_delivers_objects_and_stops(tmp_path, kind):
     assert rate is not None and rate > 0
     assert not load._runner.is_alive()
     assert not any(process.is_alive() for process in load._processes)
+    import multiprocessing
+
+    assert not [p for p in multiprocessing.active_children() if p.name == "object-cache-renderer"]
     if kind == "render":
         with pytest.raises(ValueError, match="unknown background load"):
             BackgroundLoad("gpu", 1)

@@ -66,6 +66,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-cache-background-encode", dest="cache_background_encode", action="store_false",
                         help="--data cache-latents: encode each prefetched epoch when it starts, which pauses training "
                              "(default: in the background, into a second set of latents on the device)")
+    parser.add_argument("--cache-render-contexts", default=d.cache_render_contexts, choices=["per-worker", "one"],
+                        help="--data cache* with --num-workers: per-worker = each worker renders in its own GL context; "
+                             "one = the workers make the meshes and one process renders them (default: %(default)s)")
     parser.add_argument("--assets", help="train on the meshes of this folder (OBJ/GLB/GLTF/PLY) instead of procedural objects")
     parser.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader worker processes per training process")
     parser.add_argument("--log-every", type=int, default=d.log_every, help="steps between loss logs (the only host syncs)")
@@ -91,7 +94,7 @@ def settings_from_args(args):
         fold_input_conv=args.fold_input_conv, global_attention_levels=args.global_attention_levels,
         zero_terminal_snr=args.zero_terminal_snr, data=args.data, num_workers=args.num_workers, assets=args.assets,
         cache_objects=args.cache_objects, cache_refresh_steps=args.cache_refresh_steps, cache_prefetch=args.cache_prefetch,
-        cache_background_encode=args.cache_background_encode, export=args.export, log_objects=args.log_objects,
+        cache_background_encode=args.cache_background_encode, cache_render_contexts=args.cache_render_contexts, export=args.export, log_objects=args.log_objects,
     )
 
 

@@ -10,6 +10,8 @@ each kind of load alone says which resource they fight over:
 * ``render-apart``: the same renderer, its objects gathered by a separate process instead of
   a thread of this one (so only the rendering itself, not the gathering, shares the step's
   process and GIL);
+* ``render-one-context``: N spawned processes make the meshes (no GL) and one process renders
+  them all in one GL context (``object_cache.OneContextRenders``), gathered by a thread here;
 * ``cpu``: N processes spinning on the CPU and nothing else (host contention only).
 """
 
@@ -19,7 +21,7 @@ import multiprocessing
 import threading
 import time
 
-KINDS = ("none", "render", "render-apart", "cpu")
+KINDS = ("none", "render", "render-apart", "render-one-context", "cpu")
 #: Object indices far from any training run's (the objects themselves do not matter).
 _FIRST_OBJECT = 10**9
 
@@ -29,23 +31,26 @@ def _spin() -> None:
         pass
 
 
-def _objects(workers: int, resolution: int, seed: int):
+def _objects(workers: int, resolution: int, seed: int, one_context: bool = False):
     """The prefetch's renderer: rendered objects, one at a time, for ever."""
     import torch
 
     from ..data.stream import MultiViewStream
-    from .object_cache import ObjectRenders
+    from .object_cache import ObjectRenders, OneContextRenders
 
     stream = MultiViewStream(batch_size=1, size=resolution, seed=seed, rank=0, world_size=1)
-    dataset = ObjectRenders(stream, list(range(_FIRST_OBJECT, _FIRST_OBJECT + 10**7)))
-    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, multiprocessing_context="spawn")
+    indices = list(range(_FIRST_OBJECT, _FIRST_OBJECT + 10**7))
+    if one_context:
+        return OneContextRenders(stream, indices, workers)
+    return torch.utils.data.DataLoader(ObjectRenders(stream, indices), batch_size=None, num_workers=workers,
+                                       multiprocessing_context="spawn")
 
 
-def _drain(workers: int, resolution: int, seed: int, count, ready, stop) -> None:
+def _drain(workers: int, resolution: int, seed: int, count, ready, stop, one_context: bool = False) -> None:
     """Gather (and drop) the renderer's objects until ``stop``: ``ready`` once the first one
     arrived, ``count`` the ones after it. Runs in a thread (``render``) or a process
     (``render-apart``), hence multiprocessing's Value and Events for both."""
-    for _ in _objects(workers, resolution, seed):
+    for _ in _objects(workers, resolution, seed, one_context):
         if ready.is_set():
             with count.get_lock():
                 count.value += 1
@@ -86,7 +91,8 @@ class BackgroundLoad:
             self._ready.set()
             return self
         args = (self.workers, self.resolution, self.seed, self._count, self._first, self._stop)
-        if self.kind == "render":
+        if self.kind in ("render", "render-one-context"):
+            args += (self.kind == "render-one-context",)
             self._runner = threading.Thread(target=_in_thread, args=(self._errors, *args), daemon=True)
         else:  # not a daemon: a daemon process may not start the loader's worker processes
             self._runner = context.Process(target=_drain, args=args)

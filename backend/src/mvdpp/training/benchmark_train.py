@@ -41,6 +41,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--background-load", default="none", choices=BACKGROUND_LOADS,
                         help="time the steps while this runs beside them: render = a cache prefetch's renderer "
                              "(--background-workers processes), render-apart = the same gathered by another process, "
+                             "render-one-context = the workers make meshes and one process renders them, "
                              "cpu = that many spinning processes (default: none)")
     parser.add_argument("--background-workers", type=int, default=15,
                         help="processes of the background load (default: %(default)s, the Continue command's --num-workers)")

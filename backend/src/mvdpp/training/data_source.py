@@ -92,7 +92,8 @@ def procedural_batches(batch_size: int, resolution: int, condition_mode: str, se
 def make_batches(kind: str, *, batch_size: int, resolution: int, condition_mode: str, seed: int, rank: int,
                  world_size: int, start: int, device: torch.device, num_workers: int = 0, assets: str | None = None,
                  cache_objects: int = 1024, cache_refresh_steps: int = 500, log=print, vae=None,
-                 cache_prefetch: bool = True, cache_background_encode: bool = True) -> Iterator[dict]:
+                 cache_prefetch: bool = True, cache_background_encode: bool = True,
+                 cache_render_contexts: str = "per-worker") -> Iterator[dict]:
     """Batches for process ``rank``; ``start`` is the global batch index to continue from."""
     if kind == "synthetic":
         return synthetic_batches(batch_size, resolution, condition_mode, seed, rank, start + rank, device, world_size)
@@ -107,6 +108,6 @@ def make_batches(kind: str, *, batch_size: int, resolution: int, condition_mode:
                              "Use --data cache for the vae stage.")
         cache = DeviceObjectCache(cache_objects, cache_refresh_steps, resolution, seed, rank, world_size, device, num_workers,
                                   assets, log, vae=vae if kind == "cache-latents" else None, prefetch=cache_prefetch,
-                                  background_encode=cache_background_encode)
+                                  background_encode=cache_background_encode, render_contexts=cache_render_contexts)
         return cache_batches(cache, batch_size, condition_mode, start)
     raise MVDPPError(BAD_INPUT, f"Unknown training data {kind!r}.", "Use --data procedural or cache (or synthetic for benchmarks).")

@@ -18,10 +18,17 @@ rendered in the background while the current one trains (``_Prefetch``); with a 
 (``cache-latents``) it is also encoded there, into a second set of device tensors that is
 swapped in when the epoch ends, so an epoch switch no longer stops training for the encoding
 (about 23 s per 2,048 objects on the H100).
+
+``render_contexts``: with "per-worker" every worker makes its objects and renders them in a GL
+context of its own; on the H100 the training step lost 0%, 14% and 35% beside 1, 3 and 6 such
+contexts, more than the objects they rendered would explain (BENCHMARKS.md, session 12). With
+"one" the workers only make the meshes and one process renders them all in a single context
+(``OneContextRenders``); the objects, views and order are the same.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from typing import Iterator
@@ -42,6 +49,34 @@ STORE_CHUNK = 16
 ENCODE_CHUNK = 128
 
 
+RENDER_CONTEXTS = ("per-worker", "one")
+#: Rendered objects waiting between the one-context render process and the cache (~11 MB each
+#: at 256 px): enough to ride out a slow step, little memory.
+ONE_CONTEXT_QUEUE = 32
+
+
+def _object_to_render(stream, index: int):
+    """(mesh, its 10 condition + 32 rig cameras, lighting, object seed) of object ``index``."""
+    from ..data.render import Lighting
+    from ..data.stream import object_cameras
+
+    mesh, object_seed = stream.source.get(index)
+    rng = np.random.default_rng([stream.seed, index, _CACHE_SALT])
+    condition, rig, _ = object_cameras(rng, MAX_CONDITION_VIEWS, NUM_RIG_VIEWS)  # rig ids sorted: 0..31
+    return mesh, condition + rig, Lighting.random(rng), int(object_seed)
+
+
+def _positions(count: int):
+    """This DataLoader worker's share of ``count`` positions (all of them outside a worker)."""
+    info = torch.utils.data.get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return range(worker, count, workers)
+
+
+def _split(position: int, images: np.ndarray, object_seed: int) -> tuple:
+    return position, torch.from_numpy(images[MAX_CONDITION_VIEWS:]), torch.from_numpy(images[:MAX_CONDITION_VIEWS]), object_seed
+
+
 class ObjectRenders(torch.utils.data.IterableDataset):
     """(position, rig views (32, H, W, 4), condition views (10, H, W, 4), object seed) per object
     of ``indices``; DataLoader workers split the positions."""
@@ -50,18 +85,121 @@ class ObjectRenders(torch.utils.data.IterableDataset):
         self.stream, self.indices = stream, indices
 
     def __iter__(self):
-        from ..data.render import Lighting
-        from ..data.stream import object_cameras
+        for position in _positions(len(self.indices)):
+            mesh, cameras, lighting, object_seed = _object_to_render(self.stream, self.indices[position])
+            yield _split(position, self.stream.renderer.render(mesh, cameras, lighting=lighting), object_seed)
 
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for position in range(worker, len(self.indices), workers):
-            index = self.indices[position]
-            mesh, object_seed = self.stream.source.get(index)
-            rng = np.random.default_rng([self.stream.seed, index, _CACHE_SALT])
-            condition, rig, _ = object_cameras(rng, MAX_CONDITION_VIEWS, NUM_RIG_VIEWS)  # rig ids sorted: 0..31
-            images = self.stream.renderer.render(mesh, condition + rig, lighting=Lighting.random(rng))
-            yield position, torch.from_numpy(images[MAX_CONDITION_VIEWS:]), torch.from_numpy(images[:MAX_CONDITION_VIEWS]), int(object_seed)
+
+class ObjectMeshes(torch.utils.data.IterableDataset):
+    """What ObjectRenders renders, without rendering it (no GL): (position, the mesh's drawable
+    parts, cameras, lighting, object seed) per object of ``indices``. An MVDPPError ends the
+    worker's share with (-1, its fields as a dict): the DataLoader would re-raise it as a
+    RuntimeError holding a traceback."""
+
+    def __init__(self, stream, indices: list[int]):
+        self.stream, self.indices = stream, indices
+
+    def __iter__(self):
+        from ..data.render import mesh_parts
+        from ..errors import MVDPPError
+
+        for position in _positions(len(self.indices)):
+            try:
+                mesh, cameras, lighting, object_seed = _object_to_render(self.stream, self.indices[position])
+                parts = mesh_parts(mesh, self.stream.renderer.crease_deg)
+            except MVDPPError as exc:
+                yield -1, {"code": exc.code, "message": exc.message, "hint": exc.hint}
+                return
+            yield position, parts, cameras, lighting, object_seed
+
+
+def _as_is(item):
+    return item
+
+
+def _put(results, item, stop) -> bool:
+    """Put ``item`` unless ``stop`` is set while the queue stays full."""
+    while True:
+        try:
+            results.put(item, timeout=1.0)
+            return True
+        except queue.Full:
+            if stop.is_set():
+                return False
+
+
+def _render_in_one_context(stream, indices: list[int], workers: int, results, stop) -> None:
+    """The one-context render process: ``workers`` CPU-only processes make the meshes, this one
+    renders them; each object goes on ``results`` as ObjectRenders yields it, then None (or the
+    error as a dict of MVDPPError's fields: exceptions may not unpickle in the reader)."""
+    try:
+        loader = torch.utils.data.DataLoader(ObjectMeshes(stream, indices), batch_size=None, num_workers=workers,
+                                             multiprocessing_context="spawn", collate_fn=_as_is)
+        for position, *made in loader:
+            if position < 0:  # the mesh worker's error
+                _put(results, made[0], stop)
+                return
+            parts, cameras, lighting, object_seed = made
+            if stop.is_set() or not _put(results, _split(position, stream.renderer.render(parts, cameras, lighting=lighting),
+                                                         object_seed), stop):
+                return
+        _put(results, None, stop)
+    except BaseException as exc:  # noqa: BLE001 - reported by the reader
+        from ..errors import INTERNAL, MVDPPError
+
+        if isinstance(exc, MVDPPError):
+            error = {"code": exc.code, "message": exc.message, "hint": exc.hint}
+        else:
+            error = {"code": INTERNAL, "message": f"{type(exc).__name__}: {exc}",
+                     "hint": "--cache-render-contexts per-worker renders without the render process"}
+        _put(results, error, stop)
+    finally:
+        if stop.is_set():  # the reader has gone: exit without flushing the queue to it
+            results.cancel_join_thread()
+
+
+class OneContextRenders:
+    """Iterable like a DataLoader over ObjectRenders (same items, same order), rendered by one
+    process in one GL context from meshes that ``workers`` processes make. Leaving the loop
+    early (or an error) stops that process."""
+
+    def __init__(self, stream, indices: list[int], workers: int):
+        self.stream, self.indices, self.workers = stream, indices, max(1, int(workers))
+
+    def __iter__(self):
+        from ..errors import INTERNAL, MVDPPError
+
+        context = torch.multiprocessing.get_context("spawn")
+        results, stop = context.Queue(maxsize=ONE_CONTEXT_QUEUE), context.Event()
+        # not a daemon: a daemon process may not start the loader's worker processes
+        process = context.Process(target=_render_in_one_context, args=(self.stream, self.indices, self.workers, results, stop),
+                                  name="object-cache-renderer")
+        process.start()
+        try:
+            while True:
+                try:
+                    item = results.get(timeout=5.0)
+                except queue.Empty:
+                    if not process.is_alive() and results.empty():
+                        raise MVDPPError(INTERNAL, f"the object cache's render process ended early (exit code {process.exitcode})",
+                                         "see its output above; --cache-render-contexts per-worker renders without it") from None
+                    continue
+                if item is None:
+                    return
+                if isinstance(item, dict):
+                    raise MVDPPError(item["code"], f"the object cache's render process stopped: {item['message']}", item["hint"])
+                yield item
+        finally:
+            stop.set()
+            deadline = time.monotonic() + 30.0
+            while process.is_alive() and time.monotonic() < deadline:
+                try:  # drain: a process whose queue holds unread objects cannot exit
+                    results.get(timeout=0.5)
+                except queue.Empty:
+                    pass
+            if process.is_alive():
+                process.terminate()
+            process.join(10)
 
 
 class DeviceObjectCache:
@@ -73,8 +211,13 @@ class DeviceObjectCache:
 
     def __init__(self, objects: int, refresh_steps: int, resolution: int, seed: int, rank: int, world_size: int,
                  device: torch.device, num_workers: int = 0, assets: str | None = None, log=print, vae=None,
-                 prefetch: bool = True, background_encode: bool = True):
+                 prefetch: bool = True, background_encode: bool = True, render_contexts: str = "per-worker"):
         from ..data.stream import MultiViewStream
+        from ..errors import BAD_INPUT, MVDPPError
+
+        if render_contexts not in RENDER_CONTEXTS:
+            raise MVDPPError(BAD_INPUT, f"unknown render contexts {render_contexts!r}", f"use one of: {', '.join(RENDER_CONTEXTS)}")
+        self.render_contexts = render_contexts
 
         self.objects, self.refresh_steps = int(objects), max(1, int(refresh_steps))
         self.rank, self.world_size, self.seed = rank, world_size, seed
@@ -125,7 +268,10 @@ class DeviceObjectCache:
 
     def _loader(self, epoch: int):
         first = (epoch * self.world_size + self.rank) * self.objects
-        dataset = ObjectRenders(self.stream, list(range(first, first + self.objects)))
+        indices = list(range(first, first + self.objects))
+        if self.render_contexts == "one" and self.num_workers > 0:
+            return OneContextRenders(self.stream, indices, self.num_workers)
+        dataset = ObjectRenders(self.stream, indices)
         # Spawned workers, as the stream's own loader does: a forked child of a process that used
         # OpenGL can hang when it makes its own context.
         extra = {"multiprocessing_context": "spawn"} if self.num_workers > 0 else {}

@@ -126,6 +126,8 @@ class TrainSettings:
     #: cache-latents with prefetch: encode the next epoch in the background too (a second set of
     #: latents on the device) instead of at the epoch switch
     cache_background_encode: bool = True
+    #: with worker processes: "per-worker" GL contexts, or "one" render process fed meshes by them
+    cache_render_contexts: str = "per-worker"
     num_workers: int = 0
     #: a folder of meshes (OBJ/GLB/GLTF/PLY) to train on instead of procedural objects
     assets: str | None = None

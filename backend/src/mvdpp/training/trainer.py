@@ -314,7 +314,7 @@ class Trainer:
                             device=self.device, num_workers=s.num_workers, assets=s.assets, cache_objects=s.cache_objects,
                             cache_refresh_steps=s.cache_refresh_steps, log=self.print,
                             vae=self.pipe.vae if self.stage.trains == "unet" else None, cache_prefetch=s.cache_prefetch,
-                            cache_background_encode=s.cache_background_encode)
+                            cache_background_encode=s.cache_background_encode, cache_render_contexts=s.cache_render_contexts)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> TrainResult:
