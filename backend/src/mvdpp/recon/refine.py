@@ -51,10 +51,11 @@ def photo_consistency_costs(mesh: trimesh.Trimesh, views: ViewSet, spacing: floa
     square = torch.zeros(n, k, device=views.device)
     weight = torch.zeros(n, device=views.device)
     voters = torch.zeros(n, device=views.device)
+    trusted = [True] * views.count if view_weights is None else (view_weights.cpu() > 0).tolist()  # one host copy
     for v in range(views.count):
         if check_cancel is not None:
             check_cancel()
-        if view_weights is not None and float(view_weights[v]) == 0.0:
+        if not trusted[v]:
             continue  # its hole would read as background and pull the surface in
         _, visible, cosine = visibility(points, normals, views, v, spacing)
         seen = torch.nonzero(visible & (cosine > MIN_COSINE))[:, 0]
@@ -86,6 +87,7 @@ def refine_along_normals(mesh: trimesh.Trimesh, views: ViewSet, spacing: float, 
     ``anchor_thickness_nodes`` grid nodes: on a wire a pixel or two wide every position inside
     looks alike, and any move thins or breaks it. ``view_weights``: as photo_consistency_costs."""
     offsets = torch.linspace(-inward_nodes, outward_nodes, steps, device=views.device) * spacing
+    offsets_host = offsets.cpu().numpy()
     mean = _neighbour_mean(mesh)
     variance, voters = photo_consistency_costs(mesh, views, spacing, offsets, view_weights, check_cancel=check_cancel)
     cost = variance.cpu().numpy()
@@ -94,13 +96,13 @@ def refine_along_normals(mesh: trimesh.Trimesh, views: ViewSet, spacing: float, 
     anchored = np.zeros(len(cost), dtype=bool)
     if solid_at is not None and anchor_thickness_nodes > 0:
         depth = _solid_depth(mesh, solid_at, spacing, max(2.0 * inward_nodes, anchor_thickness_nodes))
-        too_deep = -offsets.cpu().numpy()[None, :] > 0.5 * depth[:, None]
+        too_deep = -offsets_host[None, :] > 0.5 * depth[:, None]
         cost = np.where(too_deep, 1e9, cost)  # colour variances are below ~10
         anchored = depth < anchor_thickness_nodes * spacing
     best = cost.argmin(1)
     located = (voters.cpu().numpy() >= 2) & (best > 0) & (best < steps - 1)
     located &= ~anchored
-    shift = np.where(located, offsets.cpu().numpy()[best], 0.0)
+    shift = np.where(located, offsets_host[best], 0.0)
     # Blend over the edges, weighted by which vertices were located; a vertex among few located
     # ones moves only part of the way.
     moved, trust = shift * located, (located | anchored).astype(np.float64)

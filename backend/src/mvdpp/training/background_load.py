@@ -48,8 +48,8 @@ def _objects(workers: int, resolution: int, seed: int, one_context: bool = False
 
 def _drain(workers: int, resolution: int, seed: int, count, ready, stop, one_context: bool = False) -> None:
     """Gather (and drop) the renderer's objects until ``stop``: ``ready`` once the first one
-    arrived, ``count`` the ones after it. Runs in a thread (``render``) or a process
-    (``render-apart``), hence multiprocessing's Value and Events for both."""
+    arrived, ``count`` the ones after it. Runs in a thread (``render``, ``render-one-context``)
+    or a process (``render-apart``), hence multiprocessing's Value and Events for both."""
     for _ in _objects(workers, resolution, seed, one_context):
         if ready.is_set():
             with count.get_lock():

@@ -108,13 +108,23 @@ class ObjectMeshes(torch.utils.data.IterableDataset):
                 mesh, cameras, lighting, object_seed = _object_to_render(self.stream, self.indices[position])
                 parts = mesh_parts(mesh, self.stream.renderer.crease_deg)
             except MVDPPError as exc:
-                yield -1, {"code": exc.code, "message": exc.message, "hint": exc.hint}
+                yield -1, _error_fields(exc)
                 return
             yield position, parts, cameras, lighting, object_seed
 
 
 def _as_is(item):
     return item
+
+
+def _error_fields(exc) -> dict:
+    """An exception as MVDPPError's fields, which cross processes as plain data."""
+    from ..errors import INTERNAL, MVDPPError
+
+    if isinstance(exc, MVDPPError):
+        return {"code": exc.code, "message": exc.message, "hint": exc.hint}
+    return {"code": INTERNAL, "message": f"{type(exc).__name__}: {exc}",
+            "hint": "--cache-render-contexts per-worker renders without the render process"}
 
 
 def _put(results, item, stop) -> bool:
@@ -145,14 +155,7 @@ def _render_in_one_context(stream, indices: list[int], workers: int, results, st
                 return
         _put(results, None, stop)
     except BaseException as exc:  # noqa: BLE001 - reported by the reader
-        from ..errors import INTERNAL, MVDPPError
-
-        if isinstance(exc, MVDPPError):
-            error = {"code": exc.code, "message": exc.message, "hint": exc.hint}
-        else:
-            error = {"code": INTERNAL, "message": f"{type(exc).__name__}: {exc}",
-                     "hint": "--cache-render-contexts per-worker renders without the render process"}
-        _put(results, error, stop)
+        _put(results, _error_fields(exc), stop)
     finally:
         if stop.is_set():  # the reader has gone: exit without flushing the queue to it
             results.cancel_join_thread()
