@@ -109,6 +109,11 @@ def test_shards_and_interrupted_runs_resume_from_the_finished_objects(evalset, t
     # other settings: nothing is reused
     assert main(["eval", str(evalset), *quick, "--steps", "1", "--limit", "1"]) == 0
     assert "kept from an earlier run" not in capsys.readouterr().err
+    # a guidance interval is another setting too, and the report names it
+    assert main(["eval", str(evalset), *quick, "--limit", "1", "--guidance-interval", "0.5", "1"]) == 0
+    assert "kept from an earlier run" not in capsys.readouterr().err
+    assert json.loads((out / "report.json").read_text())["settings"]["guidance_interval"] == [0.5, 1.0]
+    assert "guided for t/T in [0.5, 1.0]" in (out / "report.md").read_text()
 
 
 def test_eval_refuses_bad_folders_checkpoints_and_input_counts(evalset, tiny_checkpoint, tmp_path, capsys):
@@ -123,6 +128,7 @@ def test_eval_refuses_bad_folders_checkpoints_and_input_counts(evalset, tiny_che
     assert "6 were asked for" in err and "--inputs 6" in err
     assert "1 to 10" in error_of(["eval", str(evalset), "--inputs", "11"])
     assert "--guidance-rescale 1.5 is not in 0..1" in error_of(["eval", str(evalset), "--guidance-rescale", "1.5"])
+    assert "--guidance-interval 0.8 0.2 is not an interval" in error_of(["eval", str(evalset), "--guidance-interval", "0.8", "0.2"])
     assert "model_index.json is missing" in error_of(["eval", str(evalset), "--checkpoint", str(tmp_path / "empty"),
                                                       "--out", str(tmp_path / "r")])
 

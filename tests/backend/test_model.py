@@ -242,6 +242,42 @@ def test_guidance_on_and_off(pipe, monkeypatch):
     torch.testing.assert_close(on_sequential, on, atol=1e-4, rtol=1e-4)
 
 
+def test_guidance_interval_guides_only_the_steps_inside_it(pipe, monkeypatch):
+    calls = []
+    original = pipe.unet.forward
+
+    def counting_forward(*args, **kwargs):
+        calls.append(kwargs["sample"].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.unet, "forward", counting_forward)
+    kwargs = dict(num_inference_steps=4, view_ids=[0, 1, 2], output_type="latent", guidance_scale=4.0)
+
+    def sample(**extra):
+        calls.clear()
+        return pipe([rgba_image(0)], generator=torch.Generator().manual_seed(0), **kwargs, **extra).images
+
+    every_step = sample()
+    assert calls == [8, 8, 8, 8]
+    torch.testing.assert_close(sample(guidance_interval=(0.0, 1.0)), every_step)
+    pipe.scheduler.set_timesteps(4)
+    fractions = [float(t) / pipe.scheduler.config.num_train_timesteps for t in pipe.scheduler.timesteps]
+    assert fractions[0] > 0.5 > fractions[-1]  # the interval below splits this schedule
+    early_only = sample(guidance_interval=(0.5, 1.0))
+    # Guided steps batch both passes (2 x (1 condition + 3 views)); the rest run one pass.
+    assert calls == [8 if f >= 0.5 else 4 for f in fractions]
+    assert not torch.allclose(early_only, every_step, atol=1e-4)
+    calls.clear()
+    pipe([rgba_image(0)], generator=torch.Generator().manual_seed(0), num_inference_steps=4, view_ids=[0, 1, 2],
+         output_type="latent", guidance_scale=1.0)
+    unguided_calls = list(calls)
+    sample(guidance_interval=(0.0, 0.001))  # no timestep of this schedule inside: no guided step
+    assert calls == unguided_calls == [4, 4, 4, 4]
+    for bad in [(0.6, 0.4), (-0.1, 1.0), (0.0, 1.5), (0.5,), "early"]:
+        with pytest.raises(MVDPPError, match="guidance_interval"):
+            sample(guidance_interval=bad)
+
+
 def test_guidance_rescale_matches_each_views_spread_to_the_conditional_prediction():
     from mvdpp.pipelines.pipeline_mvdpp import rescale_guided_prediction
 

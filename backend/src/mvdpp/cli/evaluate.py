@@ -21,6 +21,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--guidance-rescale", type=float, default=DEFAULT_GUIDANCE_RESCALE,
                         help="0-1: bring each view's guided prediction back towards the conditional one's spread "
                              f"(Lin et al.; default {DEFAULT_GUIDANCE_RESCALE}, 0 = plain guidance)")
+    parser.add_argument("--guidance-interval", type=float, nargs=2, default=[0.0, 1.0], metavar=("LOW", "HIGH"),
+                        help="guide only the steps whose timestep / training timesteps lies in LOW..HIGH "
+                             "(0 = clean, 1 = pure noise); the others take one conditional pass (default: 0 1, every step)")
     parser.add_argument("--scheduler", choices=tuple(SCHEDULERS), default=None, help="sampler (default: the checkpoint's own)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; each object's seed derives from it (default 0)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="default: CUDA when available, else the CPU")
@@ -67,6 +70,10 @@ def _check_arguments(args) -> None:
     if not 0 <= args.guidance_rescale <= 1:
         raise bad(f"--guidance-rescale {args.guidance_rescale} is not in 0..1",
                   f"0 turns it off; {DEFAULT_GUIDANCE_RESCALE} is the default")
+    low, high = args.guidance_interval
+    if not 0 <= low < high <= 1:
+        raise bad(f"--guidance-interval {low:g} {high:g} is not an interval inside 0..1",
+                  "give LOW HIGH with 0 <= LOW < HIGH <= 1, e.g. --guidance-interval 0.3 1")
     for name in ("mesh_grid", "surface_samples", "iou_resolution"):
         value = getattr(args, name)
         if value is not None and value < 8:
@@ -122,7 +129,7 @@ def _evaluate(args, input_counts, pool, load_pipeline, shard) -> int:
     pipe, folder, device = load_pipeline(args.checkpoint, args.device)
     settings = EvalSettings(
         input_counts=input_counts, steps=args.steps, guidance=args.guidance, guidance_rescale=args.guidance_rescale,
-        seed=args.seed, scheduler=args.scheduler,
+        guidance_interval=tuple(float(v) for v in args.guidance_interval), seed=args.seed, scheduler=args.scheduler,
         normalise_inputs=args.normalise_inputs,
         # "auto" resolved here so that the report (and the resume key) name the quality used: the
         # one the generate job uses for generated views, on every row so that the rows compare

@@ -24,7 +24,8 @@ def frame_like_user_inputs(image: np.ndarray, resolution: int):
 
 def generate_views(pipe, inputs: list[np.ndarray], steps: int, guidance: float, seed: int,
                    scheduler: str | None = None, normalise_inputs: bool = False,
-                   guidance_rescale: float = DEFAULT_GUIDANCE_RESCALE) -> list[np.ndarray]:
+                   guidance_rescale: float = DEFAULT_GUIDANCE_RESCALE,
+                   guidance_interval: tuple[float, float] = (0.0, 1.0)) -> list[np.ndarray]:
     """32 generated rig views (uint8 RGBA, rig order) from RGBA input views; input 0 is azimuth 0."""
     import torch
     from PIL import Image
@@ -37,7 +38,7 @@ def generate_views(pipe, inputs: list[np.ndarray], steps: int, guidance: float, 
         images = [Image.fromarray(image, "RGBA") for image in inputs]
     with torch.inference_mode():
         output = pipe(images, num_inference_steps=steps, guidance_scale=guidance, guidance_rescale=guidance_rescale,
-                      generator=torch.Generator().manual_seed(seed),  # CPU noise: same figures on any device
+                      guidance_interval=guidance_interval, generator=torch.Generator().manual_seed(seed),  # CPU noise: same figures on any device
                       output_type="np", scheduler=scheduler)
     views = np.asarray(output.images)
     indices = [camera.index for camera in output.cameras]

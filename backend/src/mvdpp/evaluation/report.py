@@ -70,7 +70,7 @@ def markdown_table(report: dict) -> str:
     objects = means["upper_bound"]["objects"]
     lines.append("")
     lines.append(f"{objects} objects of `{report['evalset']}`; checkpoint `{report['checkpoint']}`; {settings['steps']} steps, "
-                 f"guidance {settings['guidance']} (rescale {settings.get('guidance_rescale', 0.0)}), seed {settings['seed']}, "
+                 f"guidance {settings['guidance']} (rescale {settings.get('guidance_rescale', 0.0)}{_interval_note(settings)}), seed {settings['seed']}, "
                  f"sampler {settings['scheduler'] or 'the checkpoint’s'}; "
                  f"views scored at {settings['score_size']} px on white; meshes: reconstruction quality "
                  f"{settings['mesh_quality']}{_generated_note(settings)}, {settings['surface_samples']} surface samples, IoU on a "
@@ -86,6 +86,12 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
     md_path.write_text(markdown_table(report), encoding="utf-8")
     return json_path, md_path
+
+
+def _interval_note(settings: dict) -> str:
+    """", guided for t in [low, high]" when only part of the schedule was guided."""
+    low, high = settings.get("guidance_interval", (0.0, 1.0))
+    return "" if (low, high) == (0.0, 1.0) else f", guided for t/T in [{low}, {high}]"
 
 
 def _generated_note(settings: dict) -> str:

@@ -42,6 +42,7 @@ class EvalSettings:
     steps: int = 30
     guidance: float = DEFAULT_GUIDANCE
     guidance_rescale: float = DEFAULT_GUIDANCE_RESCALE
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # the part of the schedule that is guided
     seed: int = 0
     scheduler: str | None = None  # None: the checkpoint's own sampler
     normalise_inputs: bool = False  # re-frame inputs as `mvdpp generate` frames user photos
@@ -57,7 +58,7 @@ class EvalSettings:
     def describe(self) -> dict:
         return {
             "input_counts": list(self.input_counts), "steps": self.steps, "guidance": self.guidance,
-            "guidance_rescale": self.guidance_rescale, "seed": self.seed,
+            "guidance_rescale": self.guidance_rescale, "guidance_interval": list(self.guidance_interval), "seed": self.seed,
             "scheduler": self.scheduler, "normalise_inputs": self.normalise_inputs, "mesh_quality": self.mesh.quality,
             "mesh_overrides": dict(self.mesh.overrides), "generated_view_overrides": dict(GENERATED_VIEW_OVERRIDES),
             # the presets' fields, not only the name: a changed preset must not reuse old baselines
@@ -180,7 +181,7 @@ def evaluate(evalset_dir, pipe, out, settings: EvalSettings | None = None, limit
             seed = object_seed(settings.seed, obj.object_id, count)
             inputs = obj.inputs(count)
             generated = generate_views(pipe, inputs, settings.steps, settings.guidance, seed, settings.scheduler,
-                                       settings.normalise_inputs, settings.guidance_rescale)
+                                       settings.normalise_inputs, settings.guidance_rescale, settings.guidance_interval)
             stage_seconds["generate"] += time.perf_counter() - run_clock
             generated_mesh = reconstruct_views(generated, obj.view_cameras, settings.mesh, view_source="generated")
             stage_seconds["reconstruct"] += generated_mesh.seconds

@@ -40,6 +40,19 @@ def _import_rescale_noise_cfg():
 rescale_noise_cfg = _import_rescale_noise_cfg()
 
 
+def check_guidance_interval(interval) -> tuple[float, float]:
+    """(low, high) as floats with 0 <= low < high <= 1, or a clear error."""
+    try:
+        low, high = (float(value) for value in interval)
+    except (TypeError, ValueError):
+        raise MVDPPError(BAD_INPUT, f"guidance_interval={interval!r} is not two numbers",
+                         "give (low, high) with 0 <= low < high <= 1, e.g. (0.3, 1.0); (0, 1) guides every step") from None
+    if not 0.0 <= low < high <= 1.0:
+        raise MVDPPError(BAD_INPUT, f"guidance_interval=({low}, {high}) is not an interval inside 0..1",
+                         "give (low, high) with 0 <= low < high <= 1, e.g. (0.3, 1.0); (0, 1) guides every step")
+    return low, high
+
+
 def rescale_guided_prediction(guided: torch.Tensor, conditional: torch.Tensor, rescale: float) -> torch.Tensor:
     """Classifier-free guidance rescale (Lin et al., "Common Diffusion Noise Schedules and Sample
     Steps are Flawed", sec. 3.4): a large guidance scale inflates the prediction's spread, which
@@ -194,6 +207,7 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
         num_inference_steps: int = 30,
         guidance_scale: float = DEFAULT_GUIDANCE,
         guidance_rescale: float = DEFAULT_GUIDANCE_RESCALE,
+        guidance_interval: tuple[float, float] = (0.0, 1.0),
         generator: torch.Generator | None = None,
         view_ids=None,
         callback_on_step_end=None,
@@ -210,6 +224,11 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
         guidance_scale: classifier-free guidance weight; <= 1 disables guidance (one pass per step).
         guidance_rescale: 0-1, how far each view's guided prediction is brought back to the
             conditional prediction's spread (``rescale_guided_prediction``); 0 = plain guidance.
+        guidance_interval: (low, high), fractions of the training noise schedule (timestep /
+            number of training timesteps: 0 = clean, 1 = pure noise). Guidance applies at the
+            steps whose timestep lies in it; the others use the conditional prediction alone,
+            one pass instead of two (Kynkaanniemi et al. 2024 guide only part of the schedule).
+            Default (0, 1): every step.
         generator: torch.Generator for reproducible noise.
         callback_on_step_end: ``fn(pipe, step, timestep, kwargs) -> dict`` after every step; may
             return a new ``latents``; raising ``mvdpp.errors.JobCancelled`` cancels.
@@ -227,6 +246,7 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
         if not 0.0 <= float(guidance_rescale) <= 1.0:
             raise MVDPPError(BAD_INPUT, f"guidance_rescale={guidance_rescale} is not in 0..1",
                              f"0 turns it off; {DEFAULT_GUIDANCE_RESCALE} is the default")
+        low, high = check_guidance_interval(guidance_interval)
         ids = self.check_view_ids(view_ids)
         sampler = make_scheduler(scheduler, like=self.scheduler) if scheduler else self.scheduler
         # The sampler state stays in float32 whatever the models run in (bf16/fp16 on GPUs):
@@ -245,6 +265,10 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
         self._num_timesteps = len(sampler.timesteps)
         latents = latents * sampler.init_noise_sigma
         guided = guidance_scale > 1.0
+        # Which steps are guided, read once (reading each step's timestep in the loop would
+        # wait for the GPU every step).
+        train_timesteps = float(sampler.config.num_train_timesteps)
+        guided_steps = [guided and low <= float(v) / train_timesteps <= high for v in sampler.timesteps.tolist()]
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
         for i, t in enumerate(self.progress_bar(sampler.timesteps)):
             # Condition views are noised to the same timestep, exactly as in training.
@@ -255,7 +279,7 @@ class MVDiffusionPPPipeline(DiffusionPipeline):
             timesteps = t.reshape(1).to(device)
             cond_inputs = build_unet_inputs(self.unet.config, model_cond, model_gen, condition, gen_view_ids, timesteps)
             uncond_inputs = (build_unet_inputs(self.unet.config, model_cond, model_gen, condition, gen_view_ids, timesteps,
-                                               drop_condition=True) if guided else None)
+                                               drop_condition=True) if guided_steps[i] else None)
             try:
                 pred, pred_uncond, batch_guidance = self._predict(cond_inputs, uncond_inputs, batch_guidance)
             except torch.OutOfMemoryError:
