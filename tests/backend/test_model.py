@@ -219,7 +219,8 @@ def test_save_load_round_trip_gives_identical_outputs(pipe, tmp_path):
     assert np.array_equal(a, b)
 
 
-def test_guidance_on_and_off(pipe, monkeypatch):
+def unet_batch_sizes(pipe, monkeypatch) -> list:
+    """The list that records the batch size (views) of every UNet call from now on."""
     calls = []
     original = pipe.unet.forward
 
@@ -228,6 +229,11 @@ def test_guidance_on_and_off(pipe, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(pipe.unet, "forward", counting_forward)
+    return calls
+
+
+def test_guidance_on_and_off(pipe, monkeypatch):
+    calls = unet_batch_sizes(pipe, monkeypatch)
     kwargs = dict(num_inference_steps=2, view_ids=[0, 1, 2], output_type="latent")
     off = pipe([rgba_image(0)], guidance_scale=1.0, generator=torch.Generator().manual_seed(0), **kwargs).images
     assert calls == [4, 4]  # one pass of 1 condition + 3 generation views per step
@@ -243,14 +249,7 @@ def test_guidance_on_and_off(pipe, monkeypatch):
 
 
 def test_guidance_interval_guides_only_the_steps_inside_it(pipe, monkeypatch):
-    calls = []
-    original = pipe.unet.forward
-
-    def counting_forward(*args, **kwargs):
-        calls.append(kwargs["sample"].shape[0])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(pipe.unet, "forward", counting_forward)
+    calls = unet_batch_sizes(pipe, monkeypatch)
     kwargs = dict(num_inference_steps=4, view_ids=[0, 1, 2], output_type="latent", guidance_scale=4.0)
 
     def sample(**extra):
