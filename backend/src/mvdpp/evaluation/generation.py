@@ -38,7 +38,8 @@ def generate_views(pipe, inputs: list[np.ndarray], steps: int, guidance: float, 
         images = [Image.fromarray(image, "RGBA") for image in inputs]
     with torch.inference_mode():
         output = pipe(images, num_inference_steps=steps, guidance_scale=guidance, guidance_rescale=guidance_rescale,
-                      guidance_interval=guidance_interval, generator=torch.Generator().manual_seed(seed),  # CPU noise: same figures on any device
+                      guidance_interval=guidance_interval,
+                      generator=torch.Generator().manual_seed(seed),  # CPU noise: same figures on any device
                       output_type="np", scheduler=scheduler)
     views = np.asarray(output.images)
     indices = [camera.index for camera in output.cameras]

@@ -89,7 +89,7 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
 
 
 def _interval_note(settings: dict) -> str:
-    """", guided for t in [low, high]" when only part of the schedule was guided."""
+    """", guided for t/T in [low, high]" when only part of the schedule was guided, else nothing."""
     low, high = settings.get("guidance_interval", (0.0, 1.0))
     return "" if (low, high) == (0.0, 1.0) else f", guided for t/T in [{low}, {high}]"
 
