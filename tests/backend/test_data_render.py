@@ -119,6 +119,30 @@ def test_forked_child_of_a_gl_process_gets_a_clear_error_not_a_hang(renderer):
     assert message.startswith("error:") and "forked" in message
 
 
+def _render_then_queue_views(queue) -> None:
+    import atexit
+
+    before = atexit._ncallbacks()
+    images = Renderer(128).render(trimesh.creation.box(), rig_cameras())  # 32 views, 2 MB
+    queue.put((before, atexit._ncallbacks(), images))  # still in the feeder thread at exit
+
+
+def test_a_render_worker_ends_without_gl_teardown_and_delivers_what_it_queued():
+    # A spawned render worker registers the quiet exit (no C++ teardown of the GL libraries,
+    # which aborted stopped workers); the exit must still flush what it put on a queue.
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_render_then_queue_views, args=(queue,))
+    child.start()
+    before, after, images = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert after == before + 1
+    assert images.shape == (32, 128, 128, 4) and images[..., 3].any()
+
+
 def test_more_views_than_one_pass_holds():
     small = Renderer(16)
     mesh = coloured(trimesh.creation.icosphere(subdivisions=2, radius=0.4), (90, 90, 200, 255))

