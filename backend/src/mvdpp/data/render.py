@@ -559,9 +559,9 @@ def _exit_quietly_if_worker() -> None:
     process at exit without the C++ teardown of the GL libraries. A render worker stopped while
     its share was unfinished (a training run ending during the next epoch's prefetch) aborted
     there about half the time: "terminate called without an active exception", and the parent
-    printed "DataLoader worker ... is killed by signal: Aborted". Measured on the 2-core CPU, a
-    2-worker loader stopped after 3 of 40 objects: an abort in 5 of 9 stops without this, in 0
-    of 6 with it. The worker's exit status is then 0. The main process exits as usual."""
+    printed "DataLoader worker ... is killed by signal: Aborted" (an abort in 5 of 9 stops
+    without this, 0 of 6 with it: docs/data.md, "Processes"). The worker's exit status is then
+    0. The main process exits as usual."""
     import atexit
     import multiprocessing
 
