@@ -224,3 +224,40 @@ def test_shading_normal_stays_finite_where_screen_derivatives_degenerate(rendere
                 assert np.allclose(out[..., :3], smooth, atol=1e-4)
         for gl_object in (vao, triangle, target, program):
             gl_object.release()
+
+
+def test_a_refused_render_target_is_a_clear_error_and_keeps_nothing(monkeypatch):
+    """A GL driver out of memory refuses a framebuffer ("not complete"): the renderer says so in
+    one line (a RuntimeError a DataLoader worker passes on by type), gives back the buffers it
+    did get, and renders normally once the driver has memory again."""
+    import moderngl
+
+    from mvdpp.data.render import RenderTargetError
+
+    small = Renderer(16)
+    mesh = coloured(trimesh.creation.icosphere(subdivisions=2, radius=0.4), (90, 90, 200, 255))
+    released, made = [], []
+    real_framebuffer, real_release = moderngl.Context.framebuffer, moderngl.Renderbuffer.release
+
+    def refusing_framebuffer(ctx, *attachments, **kw):
+        made.extend(attachments)
+        if len(made) > 2:  # the second (multisampled) framebuffer, after the first succeeded
+            raise moderngl.Error("the framebuffer is not complete (UNSUPPORTED)")
+        return real_framebuffer(ctx, *attachments, **kw)
+
+    def counted_release(self):
+        released.append(self)
+        real_release(self)
+
+    monkeypatch.setattr(moderngl.Context, "framebuffer", refusing_framebuffer)
+    monkeypatch.setattr(moderngl.Renderbuffer, "release", counted_release)
+    with pytest.raises(RenderTargetError, match=r"OpenGL could not make a 16x\d+ px render target "
+                                                r"\(the framebuffer is not complete \(UNSUPPORTED\)\); "
+                                                r"the GPU's memory is most likely full"):
+        small.render(mesh, rig_cameras()[:4])
+    assert made and all(any(r is m for r in released) for m in made)  # the four renderbuffers it got
+    monkeypatch.setattr(moderngl.Context, "framebuffer", real_framebuffer)
+    images = small.render(mesh, rig_cameras()[:4])
+    small.release()
+    assert images.shape == (4, 16, 16, 4) and images[..., 3].any()
+    assert RenderTargetError("worker traceback").args == ("worker traceback",)  # rebuilt from its message

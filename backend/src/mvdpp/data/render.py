@@ -321,6 +321,14 @@ def _view_instances(cameras: list[Camera]) -> np.ndarray:
     return data
 
 
+class RenderTargetError(RuntimeError):
+    """The GL driver refused a render target: on a GPU shared with training, most often full memory.
+
+    A plain RuntimeError with a one-string constructor, so that a DataLoader worker's failure
+    reaches the main process as this type (torch rebuilds worker exceptions from their message).
+    """
+
+
 class Renderer:
     """Renders batches of views of one mesh. Reuse one instance: it keeps its GL context.
 
@@ -415,22 +423,38 @@ class Renderer:
         if held is not None:
             for gl_object in held[3]:
                 gl_object.release()
-        ctx, shape = self.ctx, (self.size, views * self.size)
-        if kind == "geometry":
-            attachments = [ctx.renderbuffer(shape, 4, dtype="f4"), ctx.depth_renderbuffer(shape)]
-            multisampled, single = None, ctx.framebuffer(*attachments)
-            owned = [single, *attachments]
-        else:
-            attachments = [ctx.renderbuffer(shape, 4), ctx.depth_renderbuffer(shape)]
-            single, multisampled = ctx.framebuffer(*attachments), None
-            owned = [single, *attachments]
-            if self._samples:
-                ms_attachments = [ctx.renderbuffer(shape, 4, samples=self._samples),
-                                  ctx.depth_renderbuffer(shape, samples=self._samples)]
-                multisampled = ctx.framebuffer(*ms_attachments)
-                owned += [multisampled, *ms_attachments]
-        self._targets[kind] = (views, multisampled, single, owned)
+        import moderngl
+
+        try:
+            self._targets[kind] = self._make_target(kind, views)
+        except moderngl.Error as exc:
+            self._targets.pop(kind, None)
+            raise RenderTargetError(f"OpenGL could not make a {self.size}x{views * self.size} px render target "
+                                    f"({exc}); the GPU's memory is most likely full") from exc
         return self._targets[kind]
+
+    def _make_target(self, kind: str, views: int) -> tuple:
+        ctx, shape, owned = self.ctx, (self.size, views * self.size), []
+
+        def made(gl_object):
+            owned.append(gl_object)
+            return gl_object
+
+        try:
+            if kind == "geometry":
+                multisampled = None
+                single = made(ctx.framebuffer(made(ctx.renderbuffer(shape, 4, dtype="f4")), made(ctx.depth_renderbuffer(shape))))
+            else:
+                single = made(ctx.framebuffer(made(ctx.renderbuffer(shape, 4)), made(ctx.depth_renderbuffer(shape))))
+                multisampled = None
+                if self._samples:
+                    multisampled = made(ctx.framebuffer(made(ctx.renderbuffer(shape, 4, samples=self._samples)),
+                                                        made(ctx.depth_renderbuffer(shape, samples=self._samples))))
+        except Exception:
+            for gl_object in owned:  # a refused target must not hold on to the memory it did get
+                gl_object.release()
+            raise
+        return views, multisampled, single, owned
 
     def _upload(self, parts: list[MeshArrays], program):
         ctx, uploaded = self.ctx, []
