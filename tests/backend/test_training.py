@@ -516,3 +516,62 @@ def test_one_gl_context_cache_renders_what_per_worker_contexts_render(tmp_path):
     with pytest.raises(MVDPPError) as info:
         DeviceObjectCache(1, 10, 32, render_contexts="two", **quiet)
     assert info.value.code == BAD_INPUT
+
+
+def _stream_failing_after(batches: int, error: Exception):
+    """Patch Trainer.batches: the real stream for ``batches`` batches, then ``error``."""
+    real = Trainer.batches
+
+    def failing(self):
+        stream = real(self)
+        for _ in range(batches):
+            yield next(stream)
+        raise error
+    return failing
+
+
+def test_a_data_stream_failure_keeps_the_steps_trained_and_says_what_to_do(tmp_path, monkeypatch, capsys):
+    """A render worker refusing its framebuffer mid-run (the GPU's memory shared with the step):
+    the steps done are checkpointed and exported before the command ends with a clear error,
+    and --resume goes on from them."""
+    from mvdpp.data.render import RenderTargetError
+
+    # What a DataLoader rebuilds in the main process: the worker's traceback as the message.
+    worker = RenderTargetError("Caught RenderTargetError in DataLoader worker process 3.\nOriginal Traceback (most recent call last):\n"
+                               '  File "render.py", line 425, in _target\nmvdpp.data.render.RenderTargetError: OpenGL could not '
+                               "make a 64x512 px render target (the framebuffer is not complete (UNSUPPORTED)); the GPU's "
+                               "memory is most likely full")
+    monkeypatch.setattr(Trainer, "batches", _stream_failing_after(3, worker))
+    run, export = tmp_path / "run", tmp_path / "export"
+    args = ["train", "--stage", "unet-eps-single", "--preset", "tiny", "--device", "cpu", "--output", str(run), "--data", "synthetic",
+            "--batch-size", "1", "--max-steps", "6", "--sample-every", "0", "--checkpoint-every", "0", "--log-every", "1",
+            "--export", str(export)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "The training data stream failed after step 3: OpenGL could not make a 64x512 px render target" in err
+    assert "hint: The renderer shares the GPU with the training step" in err and "--batch-size" in err
+    assert f"The 3 steps trained are kept in {run / 'checkpoints' / 'step-0000003'} and exported to {export}" in err
+    assert "rerun the same command with --resume" in err and "Traceback" not in err and "internal error" not in err
+    assert json.loads((export / STATE_FILE).read_text())["step"] == 3
+    assert RunFolder(run).read_log("error")[-1]["step"] == 3
+    monkeypatch.undo()
+    assert main(args + ["--resume"]) == 0
+    assert [r["step"] for r in RunFolder(run).read_log("train")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_data_stream_bug_still_saves_the_steps_and_reports_the_bug(tmp_path, monkeypatch, capsys):
+    """Any other failure of the stream is a bug (internal error, exit 1), but the finished steps
+    are checkpointed first; a failure before the first step saves nothing."""
+    monkeypatch.setattr(Trainer, "batches", _stream_failing_after(2, ValueError("bad cache index")))
+    run = tmp_path / "run"
+    args = ["train", "--stage", "unet-eps-single", "--preset", "tiny", "--device", "cpu", "--output", str(run), "--data", "synthetic",
+            "--batch-size", "1", "--max-steps", "6", "--sample-every", "0", "--checkpoint-every", "0"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "internal error: ValueError: bad cache index" in captured.err
+    assert "The training data stream failed after step 2: bad cache index. The 2 steps trained are kept in" in captured.out
+    assert [p.name for p in RunFolder(run).list_checkpoints()] == ["step-0000002"]
+    monkeypatch.setattr(Trainer, "batches", _stream_failing_after(0, ValueError("bad cache index")))
+    fresh = tmp_path / "fresh"
+    assert main(args[:8] + [str(fresh)] + args[9:]) == 1
+    assert RunFolder(fresh).list_checkpoints() == []

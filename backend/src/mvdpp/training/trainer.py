@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
-from ..errors import BAD_INPUT, CHECKPOINT, MVDPPError
+from ..errors import BAD_INPUT, CHECKPOINT, DEVICE, MVDPPError
 from .data_source import make_batches
 from .ema import EMA
 from .objectives import make_objective
@@ -345,7 +346,15 @@ class Trainer:
                 stopped_by = "max_minutes"
                 break
             with record_function("data"):
-                batch = next(data)
+                try:
+                    batch = next(data)
+                except StopIteration:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - keep the steps trained, then say what failed
+                    failure = self._data_failed(exc, data, first_step, wall_before, started)
+                    if failure is None:
+                        raise
+                    raise failure from exc
             if preview is None:
                 preview = {k: v[:1] for k, v in batch.items()}
             if s.log_objects:
@@ -378,6 +387,40 @@ class Trainer:
             self.run.log(kind="stop", step=self.state.step, stopped_by=stopped_by)
         self.print(f"stopped at step {self.state.step} ({stopped_by}); checkpoint {checkpoint}" + (f"; exported {exported}" if exported else ""))
         return TrainResult(self.state.step - first_step, self.state, stopped_by, checkpoint, exported, time.monotonic() - started)
+
+    def _data_failed(self, exc: Exception, data, first_step: int, wall_before: float, started: float) -> MVDPPError | None:
+        """The data stream died (a render worker, the cache): the weights are those of the last
+        finished step, so save them before the error ends the run. One process only: with
+        several, the others wait in a collective and cannot join a checkpoint. Returns the error
+        to raise instead of ``exc``, or None to re-raise ``exc`` (a bug, not a setting)."""
+        from ..data.render import RenderTargetError
+
+        acc, s = self.accelerator, self.settings
+        reason = _last_line(exc)
+        kept = ""
+        if hasattr(data, "close"):
+            try:
+                data.close()
+            except Exception:  # noqa: BLE001 - the workers may be gone already
+                pass
+        if acc.num_processes == 1 and self.state.step > first_step:
+            try:
+                self.state.wall_seconds = wall_before + time.monotonic() - started
+                checkpoint = self.save_checkpoint()
+                kept = f"The {self.state.step - first_step} steps trained are kept in {checkpoint}"
+                if s.export:
+                    kept += f" and exported to {self.export(s.export)}"
+                kept += "; rerun the same command with --resume to continue."
+            except Exception as save_failure:  # noqa: BLE001 - report the first failure, not this one
+                kept = f"Saving a checkpoint after it failed too ({_last_line(save_failure)})."
+        if acc.is_main_process:
+            self.run.log(kind="error", step=self.state.step, error=reason, kept=kept)
+        where = f"The training data stream failed after step {self.state.step}: {reason}."
+        if isinstance(exc, RenderTargetError):
+            return MVDPPError(DEVICE, where, ("The renderer shares the GPU with the training step: free GPU memory with a smaller "
+                              "--batch-size, --compile (single-view stages) or --gradient-checkpointing. " + kept).strip())
+        self.print(where + (" " + kept if kept else ""))
+        return None
 
     def _log_objects(self, batch: dict) -> None:
         import json
@@ -464,3 +507,11 @@ class Trainer:
         sample_sheet(self.ema_pipeline(), self.stage, preview, path, seed=self.settings.seed)
         self.run.log(kind="sample", step=self.state.step, path=str(path))
         return path
+
+
+def _last_line(exc: BaseException) -> str:
+    """The message of ``exc``; for a DataLoader worker's failure (its message is the worker's
+    traceback), the traceback's last line, which names the original error."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    line = re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1]) if lines else type(exc).__name__
+    return line.rstrip(".")[:300]
