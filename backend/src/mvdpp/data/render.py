@@ -436,20 +436,20 @@ class Renderer:
     def _make_target(self, kind: str, views: int) -> tuple:
         ctx, shape, owned = self.ctx, (self.size, views * self.size), []
 
-        def made(gl_object):
-            owned.append(gl_object)
-            return gl_object
+        def framebuffer(dtype: str = "f1", samples: int = 0):
+            colour = ctx.renderbuffer(shape, 4, samples=samples, dtype=dtype)
+            owned.append(colour)
+            depth = ctx.depth_renderbuffer(shape, samples=samples)
+            owned.append(depth)
+            owned.append(ctx.framebuffer(colour, depth))
+            return owned[-1]
 
         try:
-            if kind == "geometry":
-                multisampled = None
-                single = made(ctx.framebuffer(made(ctx.renderbuffer(shape, 4, dtype="f4")), made(ctx.depth_renderbuffer(shape))))
+            if kind == "geometry":  # float colour: positions and normals, never multisampled
+                single, multisampled = framebuffer("f4"), None
             else:
-                single = made(ctx.framebuffer(made(ctx.renderbuffer(shape, 4)), made(ctx.depth_renderbuffer(shape))))
-                multisampled = None
-                if self._samples:
-                    multisampled = made(ctx.framebuffer(made(ctx.renderbuffer(shape, 4, samples=self._samples)),
-                                                        made(ctx.depth_renderbuffer(shape, samples=self._samples))))
+                single = framebuffer()
+                multisampled = framebuffer(samples=self._samples) if self._samples else None
         except Exception:
             for gl_object in owned:  # a refused target must not hold on to the memory it did get
                 gl_object.release()

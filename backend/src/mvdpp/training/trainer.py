@@ -348,8 +348,6 @@ class Trainer:
             with record_function("data"):
                 try:
                     batch = next(data)
-                except StopIteration:
-                    raise
                 except Exception as exc:  # noqa: BLE001 - keep the steps trained, then say what failed
                     failure = self._data_failed(exc, data, first_step, wall_before, started)
                     if failure is None:
@@ -376,17 +374,19 @@ class Trainer:
             self._log_window(sums, window_steps, window_start)
         if s.sample_every and preview is not None and self.state.step % s.sample_every:
             self.write_samples(preview)  # the state the run ends in, if not just drawn
-        self.state.wall_seconds = wall_before + time.monotonic() - started
-        checkpoint = self.save_checkpoint()
-        exported = None
-        if s.export:
-            exported = self.export(s.export)
+        checkpoint, exported = self._save_progress(wall_before + time.monotonic() - started)
         if hasattr(data, "close"):
             data.close()  # stops data-loader workers and a background cache prefetch
         if acc.is_main_process:
             self.run.log(kind="stop", step=self.state.step, stopped_by=stopped_by)
         self.print(f"stopped at step {self.state.step} ({stopped_by}); checkpoint {checkpoint}" + (f"; exported {exported}" if exported else ""))
         return TrainResult(self.state.step - first_step, self.state, stopped_by, checkpoint, exported, time.monotonic() - started)
+
+    def _save_progress(self, wall_seconds: float) -> tuple[Path, Path | None]:
+        """Checkpoint the run where it stands, and export it when --export asks: (checkpoint, export)."""
+        self.state.wall_seconds = wall_seconds
+        checkpoint = self.save_checkpoint()
+        return checkpoint, (self.export(self.settings.export) if self.settings.export else None)
 
     def _data_failed(self, exc: Exception, data, first_step: int, wall_before: float, started: float) -> MVDPPError | None:
         """The data stream died (a render worker, the cache): the weights are those of the last
@@ -395,7 +395,7 @@ class Trainer:
         to raise instead of ``exc``, or None to re-raise ``exc`` (a bug, not a setting)."""
         from ..data.render import RenderTargetError
 
-        acc, s = self.accelerator, self.settings
+        acc = self.accelerator
         reason = _last_line(exc)
         kept = ""
         if hasattr(data, "close"):
@@ -405,12 +405,9 @@ class Trainer:
                 pass
         if acc.num_processes == 1 and self.state.step > first_step:
             try:
-                self.state.wall_seconds = wall_before + time.monotonic() - started
-                checkpoint = self.save_checkpoint()
-                kept = f"The {self.state.step - first_step} steps trained are kept in {checkpoint}"
-                if s.export:
-                    kept += f" and exported to {self.export(s.export)}"
-                kept += "; rerun the same command with --resume to continue."
+                checkpoint, exported = self._save_progress(wall_before + time.monotonic() - started)
+                kept = (f"The {self.state.step - first_step} steps trained are kept in {checkpoint}"
+                        + (f" and exported to {exported}" if exported else "") + "; rerun the same command with --resume to continue.")
             except Exception as save_failure:  # noqa: BLE001 - report the first failure, not this one
                 kept = f"Saving a checkpoint after it failed too ({_last_line(save_failure)})."
         if acc.is_main_process:
